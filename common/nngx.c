@@ -212,10 +212,13 @@ void
 nngx_rep_reply(struct nngx_rep_ctx *c, const void *buf, size_t len)
 {
 	nng_msg *m;
+	int rv;
 
+	/* buf may point into the request: copy it before freeing that. */
+	rv = nngx_msg_new(buf, len, &m);
 	nng_msg_free(c->req);
 	c->req = NULL;
-	if (nngx_msg_new(buf, len, &m) != 0) {
+	if (rv != 0) {
 		log_error(NULL, "reply dropped: out of memory");
 		rep_arm(c);
 		return;
