@@ -6,6 +6,7 @@
 
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "log.h"
 
@@ -159,6 +160,8 @@ struct nngx_rep_ctx {
 };
 
 struct nngx_rep {
+	nng_mtx *mtx; /* guards stopping against replies being sent */
+	bool stopping;
 	nng_socket sock;
 	nngx_rep_fn fn;
 	void *arg;
@@ -218,7 +221,16 @@ nngx_rep_reply(struct nngx_rep_ctx *c, const void *buf, size_t len)
 	rv = nngx_msg_new(buf, len, &m);
 	nng_msg_free(c->req);
 	c->req = NULL;
+	nng_mtx_lock(c->rep->mtx);
+	if (c->rep->stopping) {
+		/* Shutting down: the reply has nowhere to go. */
+		nng_mtx_unlock(c->rep->mtx);
+		if (rv == 0)
+			nng_msg_free(m);
+		return;
+	}
 	if (rv != 0) {
+		nng_mtx_unlock(c->rep->mtx);
 		log_error(NULL, "reply dropped: out of memory");
 		rep_arm(c);
 		return;
@@ -226,6 +238,7 @@ nngx_rep_reply(struct nngx_rep_ctx *c, const void *buf, size_t len)
 	c->state = REP_SEND;
 	nng_aio_set_msg(c->aio, m);
 	nng_ctx_send(c->ctx, c->aio);
+	nng_mtx_unlock(c->rep->mtx);
 }
 
 void
@@ -233,7 +246,10 @@ nngx_rep_drop(struct nngx_rep_ctx *c)
 {
 	nng_msg_free(c->req);
 	c->req = NULL;
-	rep_arm(c);
+	nng_mtx_lock(c->rep->mtx);
+	if (!c->rep->stopping)
+		rep_arm(c);
+	nng_mtx_unlock(c->rep->mtx);
 }
 
 int
@@ -245,13 +261,19 @@ nngx_rep_start(const char *url, bool listen, int nctx, nngx_rep_fn fn,
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		return -ENOMEM;
+	if ((rv = nng_mtx_alloc(&r->mtx)) != 0) {
+		free(r);
+		return nngx_err(rv);
+	}
 	r->fn = fn;
 	r->arg = arg;
 	if ((r->ctxs = calloc((size_t)nctx, sizeof(*r->ctxs))) == NULL) {
+		nng_mtx_free(r->mtx);
 		free(r);
 		return -ENOMEM;
 	}
 	if ((rv = nng_rep0_open(&r->sock)) != 0) {
+		nng_mtx_free(r->mtx);
 		free(r->ctxs);
 		free(r);
 		return nngx_err(rv);
@@ -290,6 +312,9 @@ nngx_rep_free(struct nngx_rep *r)
 {
 	if (r == NULL)
 		return;
+	nng_mtx_lock(r->mtx);
+	r->stopping = true;
+	nng_mtx_unlock(r->mtx);
 	for (int i = 0; i < r->nctx; i++)
 		nng_aio_stop(r->ctxs[i].aio);
 	for (int i = 0; i < r->nctx; i++) {
@@ -300,6 +325,7 @@ nngx_rep_free(struct nngx_rep *r)
 		nng_aio_free(c->aio);
 	}
 	nng_close(r->sock);
+	nng_mtx_free(r->mtx);
 	free(r->ctxs);
 	free(r);
 }

@@ -45,7 +45,9 @@ void nngx_rep_reply(struct nngx_rep_ctx *ctx, const void *buf, size_t len);
 /* Ends the request with no reply (the requester times out or resends). */
 void nngx_rep_drop(struct nngx_rep_ctx *ctx);
 /* Stops receiving, waits for callbacks to finish and frees everything.
- * Requests not yet answered are dropped. */
+ * Requests not yet answered are dropped; a reply a handler sends while
+ * this runs is discarded.  Threads that answer asynchronously must have
+ * stopped before it is called. */
 void nngx_rep_free(struct nngx_rep *r);
 
 #endif
