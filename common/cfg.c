@@ -508,7 +508,10 @@ cfg_print_table(FILE *f)
 		const struct cfg_var *v = &cfg_table[i];
 
 		cfg_daemons_str(v->daemons, who, sizeof(who));
-		if (v->type == CFG_T_INT || v->type == CFG_T_DBL)
+		if (v->type == CFG_T_INT)
+			snprintf(bounds, sizeof(bounds), "%.0f..%.0f", v->min,
+			    v->max);
+		else if (v->type == CFG_T_DBL)
 			snprintf(bounds, sizeof(bounds), "%g..%g", v->min,
 			    v->max);
 		else if (v->type == CFG_T_BOOL)
