@@ -365,12 +365,15 @@ log_emitf(enum log_level level, const char *request_id, const char *fmt, ...)
 void
 fatal(const char *fmt, ...)
 {
-	char msg[2048];
+	char *msg = NULL;
 	va_list ap;
 
+	/* Formatted whole, as in log_emitf(), so no secret is ever cut. */
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
 	va_end(ap);
-	log_emit(LOG_LVL_ERROR, NULL, msg, NULL);
+	log_emit(LOG_LVL_ERROR, NULL, msg ? msg : fmt, NULL);
+	free(msg);
 	exit(1);
 }

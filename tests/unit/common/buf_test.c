@@ -97,22 +97,22 @@ static const struct max_case {
 	int rv;
 	const char *after; /* contents when rv == 0 */
 } max_cases[] = {
-	{16, "0123456789", OP_APPEND, "abcdef", 0, "0123456789abcdef"},
-	{16, "0123456789", OP_APPEND, "abcdefg", -EMSGSIZE, NULL},
-	{16, "0123456789abcdef", OP_APPEND, "x", -EMSGSIZE, NULL},
-	{16, "0123456789abcdef", OP_APPEND, "", 0, "0123456789abcdef"},
-	{0, "", OP_APPEND, "x", -EMSGSIZE, NULL},
-	{0, "", OP_APPEND, "", 0, ""},
-	{16, "0123456789", OP_STR, "abcdefg", -EMSGSIZE, NULL},
-	{16, "0123456789", OP_PRINTF, "%s", 0, "0123456789%s"},
-	{16, "0123456789", OP_PRINTF, "%d-%d", -EMSGSIZE, NULL},
-	{16, "01234567", OP_JSON, "a\"b", 0, "01234567\"a\\\"b\""},
-	{16, "0123456789", OP_JSON, "a\"b", 0, "0123456789\"a\\\"b\""},
-	{16, "0123456789", OP_JSON, "a\"bc", -EMSGSIZE, NULL},
-	{16, "0123456789", OP_JSON, "\x01", -EMSGSIZE, NULL},
-	{8, "", OP_JSON, "abcdefg", -EMSGSIZE, NULL},
-	{300, "", OP_APPEND, NULL, -EMSGSIZE, NULL}, /* 301 bytes */
-	{16, "0123456789", OP_RESERVE, "abcdefg", -EMSGSIZE, NULL},
+    {16, "0123456789", OP_APPEND, "abcdef", 0, "0123456789abcdef"},
+    {16, "0123456789", OP_APPEND, "abcdefg", -EMSGSIZE, NULL},
+    {16, "0123456789abcdef", OP_APPEND, "x", -EMSGSIZE, NULL},
+    {16, "0123456789abcdef", OP_APPEND, "", 0, "0123456789abcdef"},
+    {0, "", OP_APPEND, "x", -EMSGSIZE, NULL},
+    {0, "", OP_APPEND, "", 0, ""},
+    {16, "0123456789", OP_STR, "abcdefg", -EMSGSIZE, NULL},
+    {16, "0123456789", OP_PRINTF, "%s", 0, "0123456789%s"},
+    {16, "0123456789", OP_PRINTF, "%d-%d", -EMSGSIZE, NULL},
+    {16, "01234567", OP_JSON, "a\"b", 0, "01234567\"a\\\"b\""},
+    {16, "0123456789", OP_JSON, "a\"b", 0, "0123456789\"a\\\"b\""},
+    {16, "0123456789", OP_JSON, "a\"bc", -EMSGSIZE, NULL},
+    {16, "0123456789", OP_JSON, "\x01", -EMSGSIZE, NULL},
+    {8, "", OP_JSON, "abcdefg", -EMSGSIZE, NULL},
+    {300, "", OP_APPEND, NULL, -EMSGSIZE, NULL}, /* 301 bytes */
+    {16, "0123456789", OP_RESERVE, "abcdefg", -EMSGSIZE, NULL},
 };
 
 START_TEST(test_max)
@@ -198,17 +198,17 @@ static const struct {
 	size_t n;
 	const char *out;
 } json_cases[] = {
-	{"", 0, "\"\""},
-	{"plain", 5, "\"plain\""},
-	{"a\"b", 3, "\"a\\\"b\""},
-	{"back\\slash", 10, "\"back\\\\slash\""},
-	{"\n\r\t", 3, "\"\\n\\r\\t\""},
-	{"\x01\x1f", 2, "\"\\u0001\\u001f\""},
-	{"\b\f", 2, "\"\\u0008\\u000c\""},
-	{"a\0b", 3, "\"a\\u0000b\""},
-	{"/", 1, "\"/\""},
-	{"\xc3\xa9\xe6\x97\xa5", 5, "\"\xc3\xa9\xe6\x97\xa5\""},
-	{"stop here", 4, "\"stop\""},
+    {"", 0, "\"\""},
+    {"plain", 5, "\"plain\""},
+    {"a\"b", 3, "\"a\\\"b\""},
+    {"back\\slash", 10, "\"back\\\\slash\""},
+    {"\n\r\t", 3, "\"\\n\\r\\t\""},
+    {"\x01\x1f", 2, "\"\\u0001\\u001f\""},
+    {"\b\f", 2, "\"\\u0008\\u000c\""},
+    {"a\0b", 3, "\"a\\u0000b\""},
+    {"/", 1, "\"/\""},
+    {"\xc3\xa9\xe6\x97\xa5", 5, "\"\xc3\xa9\xe6\x97\xa5\""},
+    {"stop here", 4, "\"stop\""},
 };
 
 START_TEST(test_json_str)
@@ -226,8 +226,8 @@ START_TEST(test_json_str)
 	v = json_loadb(b.data, b.len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
 	ck_assert_msg(v != NULL, "%s: %s", b.data, jerr.text);
 	ck_assert_uint_eq(json_string_length(v), json_cases[_i].n);
-	ck_assert_mem_eq(json_string_value(v), json_cases[_i].in,
-	    json_cases[_i].n);
+	ck_assert_mem_eq(
+	    json_string_value(v), json_cases[_i].in, json_cases[_i].n);
 	json_decref(v);
 	buf_free(&b);
 }
@@ -268,8 +268,9 @@ START_TEST(test_consume)
 	ck_assert_uint_eq(b.len, 5);
 	assert_terminated(&b);
 	/* Room freed by consume can be used again up to max. */
-	ck_assert_int_eq(buf_append(&b, "0123456789012345678901234567890123456"
-					"789012345678901234567890",
+	ck_assert_int_eq(buf_append(&b,
+			     "0123456789012345678901234567890123456"
+			     "789012345678901234567890",
 			     59),
 	    0);
 	ck_assert_uint_eq(b.len, 64);
@@ -345,14 +346,14 @@ buf_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("max");
-	tcase_add_loop_test(tc, test_max, 0,
-	    sizeof(max_cases) / sizeof(max_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_max, 0, sizeof(max_cases) / sizeof(max_cases[0]));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("format");
 	tcase_add_test(tc, test_printf);
-	tcase_add_loop_test(tc, test_json_str, 0,
-	    sizeof(json_cases) / sizeof(json_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_json_str, 0, sizeof(json_cases) / sizeof(json_cases[0]));
 	tcase_add_test(tc, test_json_str_all_ascii);
 	suite_add_tcase(s, tc);
 

@@ -56,7 +56,7 @@ static bool
 is_string_type(enum cfg_type t)
 {
 	return t == CFG_T_STR || t == CFG_T_SECRET || t == CFG_T_NNG_URL ||
-	    t == CFG_T_HTTP_URL;
+	       t == CFG_T_HTTP_URL;
 }
 
 /* Every string field of c is NULL (nothing left allocated). */
@@ -74,8 +74,8 @@ assert_strings_null(const struct cfg *c)
 
 /* A load that must fail with an error naming name. */
 static void
-expect_reject(char *const *envp, unsigned mask, const char *file,
-    const char *name)
+expect_reject(
+    char *const *envp, unsigned mask, const char *file, const char *name)
 {
 	struct cfg c;
 	char err[512] = "";
@@ -106,22 +106,22 @@ static const struct {
 	double num; /* ints, doubles and bools */
 	const char *str;
 } defaults[] = {
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE", 60, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_HOUR", 500, NULL},
-	{"AI_PROXY_MAX_TOKENS", 4000, NULL},
-	{"AI_PROXY_TIMEOUT_SECONDS", 60, NULL},
-	{"AI_PROXY_CACHE_TTL_SECONDS", 3600, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY", 10.0, NULL},
-	{"REDIS_MAX_CONNECTIONS", 10, NULL},
-	{"CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5, NULL},
-	{"CIRCUIT_BREAKER_RECOVERY_TIMEOUT", 60, NULL},
-	{"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", 0.5, NULL},
-	{"DEFAULT_AI_MODEL", 0, "claude-3-sonnet"},
-	{"AI_PROXY_HOST", 0, "127.0.0.1"},
-	{"AI_PROXY_PORT", 8000, NULL},
-	{"AI_PROXY_ENABLED", 1, NULL},
-	{"LOG_LEVEL", 0, "info"},
-	{"DEBUG", 0, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE", 60, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_HOUR", 500, NULL},
+    {"AI_PROXY_MAX_TOKENS", 4000, NULL},
+    {"AI_PROXY_TIMEOUT_SECONDS", 60, NULL},
+    {"AI_PROXY_CACHE_TTL_SECONDS", 3600, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY", 10.0, NULL},
+    {"REDIS_MAX_CONNECTIONS", 10, NULL},
+    {"CIRCUIT_BREAKER_FAILURE_THRESHOLD", 5, NULL},
+    {"CIRCUIT_BREAKER_RECOVERY_TIMEOUT", 60, NULL},
+    {"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", 0.5, NULL},
+    {"DEFAULT_AI_MODEL", 0, "claude-3-sonnet"},
+    {"AI_PROXY_HOST", 0, "127.0.0.1"},
+    {"AI_PROXY_PORT", 8000, NULL},
+    {"AI_PROXY_ENABLED", 1, NULL},
+    {"LOG_LEVEL", 0, "info"},
+    {"DEBUG", 0, NULL},
 };
 
 START_TEST(test_default)
@@ -170,7 +170,8 @@ START_TEST(test_table_sane)
 
 	ck_assert_uint_gt(n, 0);
 	for (size_t i = 0; i < n; i++) {
-		ck_assert_msg(v[i].daemons != 0 && (v[i].daemons & ~CFG_ALL) == 0,
+		ck_assert_msg(
+		    v[i].daemons != 0 && (v[i].daemons & ~CFG_ALL) == 0,
 		    "%s: bad daemon mask", v[i].name);
 		ck_assert_msg(v[i].type < CFG_T_MAX, "%s: bad type", v[i].name);
 		ck_assert_msg(v[i].min <= v[i].max, "%s: min > max", v[i].name);
@@ -191,76 +192,76 @@ static const struct parse_case {
 	double num;      /* expected number or bool */
 	const char *str; /* expected string */
 } parse_cases[] = {
-	{"AI_PROXY_ENABLED=false", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
-	{"AI_PROXY_ENABLED=TRUE", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
-	{"AI_PROXY_ENABLED=1", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
-	{"AI_PROXY_ENABLED=yes", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
-	{"AI_PROXY_ENABLED=On", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
-	{"AI_PROXY_ENABLED=0", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
-	{"AI_PROXY_ENABLED=no", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
-	{"AI_PROXY_ENABLED=OFF", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
-	{"REDIS_ENABLED=true", CFG_RL, true, "REDIS_ENABLED", 1, NULL},
-	{"AI_PROXY_ENABLED=maybe", CFG_GW, false, "AI_PROXY_ENABLED", 0, NULL},
-	{"AI_PROXY_ENABLED=2", CFG_GW, false, "AI_PROXY_ENABLED", 0, NULL},
-	{"AI_PROXY_ENABLED=", CFG_GW, false, "AI_PROXY_ENABLED", 0, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE=42", CFG_GW, true,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUTE", 42, NULL},
-	{"AI_PROXY_PORT=65535", CFG_GW, true, "AI_PROXY_PORT", 65535, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE=abc", CFG_GW, false,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE=12abc", CFG_GW, false,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE=1.5", CFG_GW, false,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE=", CFG_GW, false,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE=99999999999999999999", CFG_GW, false,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
-	{"AI_PROXY_PORT=0x1f90", CFG_GW, false, "AI_PROXY_PORT", 0, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=2.5", CFG_GW, true,
-	    "AI_PROXY_COST_LIMIT_DAILY", 2.5, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=0", CFG_ACCT, true,
-	    "AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=1e3", CFG_RL, true,
-	    "AI_PROXY_COST_LIMIT_DAILY", 1000, NULL},
-	{"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE=0.25", CFG_PW, true,
-	    "CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", 0.25, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=abc", CFG_GW, false,
-	    "AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=nan", CFG_GW, false,
-	    "AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=inf", CFG_GW, false,
-	    "AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=1.0x", CFG_GW, false,
-	    "AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
-	{"AI_PROXY_COST_LIMIT_DAILY=", CFG_GW, false,
-	    "AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
-	{"DEFAULT_AI_MODEL=gpt-4o-mini", CFG_GW, true, "DEFAULT_AI_MODEL", 0,
-	    "gpt-4o-mini"},
-	{"DEFAULT_AI_MODEL=", CFG_GW, false, "DEFAULT_AI_MODEL", 0, NULL},
-	{"CLAUDE_API_KEY=sk-ant-test-0123456789", CFG_PW, true,
-	    "CLAUDE_API_KEY", 0, "sk-ant-test-0123456789"},
-	{"AI_PROXY_WORKER_URL=ipc:///tmp/aiproxy-w.sock", CFG_PW, true,
-	    "AI_PROXY_WORKER_URL", 0, "ipc:///tmp/aiproxy-w.sock"},
-	{"AI_PROXY_WORKER_URL=inproc://w", CFG_GW, true, "AI_PROXY_WORKER_URL",
-	    0, "inproc://w"},
-	{"AI_PROXY_USAGE_URL=tcp://127.0.0.1:9", CFG_ACCT, true,
-	    "AI_PROXY_USAGE_URL", 0, "tcp://127.0.0.1:9"},
-	{"AI_PROXY_WORKER_URL=http://127.0.0.1:7100", CFG_GW, false,
-	    "AI_PROXY_WORKER_URL", 0, NULL},
-	{"AI_PROXY_WORKER_URL=127.0.0.1:7100", CFG_GW, false,
-	    "AI_PROXY_WORKER_URL", 0, NULL},
-	{"CLAUDE_BASE_URL=http://127.0.0.1:9999", CFG_PW, true,
-	    "CLAUDE_BASE_URL", 0, "http://127.0.0.1:9999"},
-	{"OPENAI_BASE_URL=https://api.openai.com", CFG_PW, true,
-	    "OPENAI_BASE_URL", 0, "https://api.openai.com"},
-	{"CLAUDE_BASE_URL=ftp://127.0.0.1", CFG_PW, false, "CLAUDE_BASE_URL",
-	    0, NULL},
-	{"CLAUDE_BASE_URL=api.anthropic.com", CFG_PW, false,
-	    "CLAUDE_BASE_URL", 0, NULL},
-	{"LOG_LEVEL=debug", CFG_RL, true, "LOG_LEVEL", 0, "debug"},
-	{"LOG_LEVEL=warning", CFG_ACCT, true, "LOG_LEVEL", 0, "warning"},
-	{"LOG_LEVEL=verbose", CFG_GW, false, "LOG_LEVEL", 0, NULL},
+    {"AI_PROXY_ENABLED=false", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
+    {"AI_PROXY_ENABLED=TRUE", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
+    {"AI_PROXY_ENABLED=1", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
+    {"AI_PROXY_ENABLED=yes", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
+    {"AI_PROXY_ENABLED=On", CFG_GW, true, "AI_PROXY_ENABLED", 1, NULL},
+    {"AI_PROXY_ENABLED=0", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
+    {"AI_PROXY_ENABLED=no", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
+    {"AI_PROXY_ENABLED=OFF", CFG_GW, true, "AI_PROXY_ENABLED", 0, NULL},
+    {"REDIS_ENABLED=true", CFG_RL, true, "REDIS_ENABLED", 1, NULL},
+    {"AI_PROXY_ENABLED=maybe", CFG_GW, false, "AI_PROXY_ENABLED", 0, NULL},
+    {"AI_PROXY_ENABLED=2", CFG_GW, false, "AI_PROXY_ENABLED", 0, NULL},
+    {"AI_PROXY_ENABLED=", CFG_GW, false, "AI_PROXY_ENABLED", 0, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE=42", CFG_GW, true,
+	"AI_PROXY_RATE_LIMIT_PER_MINUTE", 42, NULL},
+    {"AI_PROXY_PORT=65535", CFG_GW, true, "AI_PROXY_PORT", 65535, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE=abc", CFG_GW, false,
+	"AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE=12abc", CFG_GW, false,
+	"AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE=1.5", CFG_GW, false,
+	"AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE=", CFG_GW, false,
+	"AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE=99999999999999999999", CFG_GW, false,
+	"AI_PROXY_RATE_LIMIT_PER_MINUTE", 0, NULL},
+    {"AI_PROXY_PORT=0x1f90", CFG_GW, false, "AI_PROXY_PORT", 0, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=2.5", CFG_GW, true, "AI_PROXY_COST_LIMIT_DAILY",
+	2.5, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=0", CFG_ACCT, true, "AI_PROXY_COST_LIMIT_DAILY",
+	0, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=1e3", CFG_RL, true, "AI_PROXY_COST_LIMIT_DAILY",
+	1000, NULL},
+    {"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE=0.25", CFG_PW, true,
+	"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", 0.25, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=abc", CFG_GW, false,
+	"AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=nan", CFG_GW, false,
+	"AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=inf", CFG_GW, false,
+	"AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=1.0x", CFG_GW, false,
+	"AI_PROXY_COST_LIMIT_DAILY", 0, NULL},
+    {"AI_PROXY_COST_LIMIT_DAILY=", CFG_GW, false, "AI_PROXY_COST_LIMIT_DAILY",
+	0, NULL},
+    {"DEFAULT_AI_MODEL=gpt-4o-mini", CFG_GW, true, "DEFAULT_AI_MODEL", 0,
+	"gpt-4o-mini"},
+    {"DEFAULT_AI_MODEL=", CFG_GW, false, "DEFAULT_AI_MODEL", 0, NULL},
+    {"CLAUDE_API_KEY=sk-ant-test-0123456789", CFG_PW, true, "CLAUDE_API_KEY", 0,
+	"sk-ant-test-0123456789"},
+    {"AI_PROXY_WORKER_URL=ipc:///tmp/aiproxy-w.sock", CFG_PW, true,
+	"AI_PROXY_WORKER_URL", 0, "ipc:///tmp/aiproxy-w.sock"},
+    {"AI_PROXY_WORKER_URL=inproc://w", CFG_GW, true, "AI_PROXY_WORKER_URL", 0,
+	"inproc://w"},
+    {"AI_PROXY_USAGE_URL=tcp://127.0.0.1:9", CFG_ACCT, true,
+	"AI_PROXY_USAGE_URL", 0, "tcp://127.0.0.1:9"},
+    {"AI_PROXY_WORKER_URL=http://127.0.0.1:7100", CFG_GW, false,
+	"AI_PROXY_WORKER_URL", 0, NULL},
+    {"AI_PROXY_WORKER_URL=127.0.0.1:7100", CFG_GW, false, "AI_PROXY_WORKER_URL",
+	0, NULL},
+    {"CLAUDE_BASE_URL=http://127.0.0.1:9999", CFG_PW, true, "CLAUDE_BASE_URL",
+	0, "http://127.0.0.1:9999"},
+    {"OPENAI_BASE_URL=https://api.openai.com", CFG_PW, true, "OPENAI_BASE_URL",
+	0, "https://api.openai.com"},
+    {"CLAUDE_BASE_URL=ftp://127.0.0.1", CFG_PW, false, "CLAUDE_BASE_URL", 0,
+	NULL},
+    {"CLAUDE_BASE_URL=api.anthropic.com", CFG_PW, false, "CLAUDE_BASE_URL", 0,
+	NULL},
+    {"LOG_LEVEL=debug", CFG_RL, true, "LOG_LEVEL", 0, "debug"},
+    {"LOG_LEVEL=warning", CFG_ACCT, true, "LOG_LEVEL", 0, "warning"},
+    {"LOG_LEVEL=verbose", CFG_GW, false, "LOG_LEVEL", 0, NULL},
 };
 
 START_TEST(test_parse)
@@ -300,9 +301,9 @@ END_TEST
 static char *
 env_of_len(const struct cfg_var *v, size_t len)
 {
-	const char *prefix = v->type == CFG_T_NNG_URL ? "tcp://"
-	    : v->type == CFG_T_HTTP_URL		      ? "http://"
-						      : "";
+	const char *prefix = v->type == CFG_T_NNG_URL    ? "tcp://"
+			     : v->type == CFG_T_HTTP_URL ? "http://"
+							 : "";
 	size_t nlen = strlen(v->name), plen = strlen(prefix);
 	char *s;
 
@@ -424,27 +425,26 @@ static const struct {
 	bool ok;
 	const char *name;
 } unknown_cases[] = {
-	{"AI_PROXY_RATE_LIMIT_PER_MINUT=5", false,
-	    "AI_PROXY_RATE_LIMIT_PER_MINUT"},
-	{"AI_PROXY_PORTS=8000", false, "AI_PROXY_PORTS"},
-	{"AI_PROXY_=1", false, "AI_PROXY_"},
-	{"AI_PROXY_COST_LIMIT=1", false, "AI_PROXY_COST_LIMIT"},
-	{"FOO_BAR=1", true, NULL},
-	{"PATH=/usr/bin:/bin", true, NULL},
-	{"AI_PROXYFOO=1", true, NULL},
-	{"AI_PROXY=1", true, NULL},
-	{"ai_proxy_port=1", true, NULL},
-	{"CLAUDE_API_KEYS=x", true, NULL},
-	{"REDIS_FOO=1", true, NULL},
-	{"AIPROXY_SOURCE_DIR=/src", true, NULL},
-	/* Known, but read by another daemon: not an error. */
-	{"AI_PROXY_WORKERS=3", true, NULL},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUT=5", false, "AI_PROXY_RATE_LIMIT_PER_MINUT"},
+    {"AI_PROXY_PORTS=8000", false, "AI_PROXY_PORTS"},
+    {"AI_PROXY_=1", false, "AI_PROXY_"},
+    {"AI_PROXY_COST_LIMIT=1", false, "AI_PROXY_COST_LIMIT"},
+    {"FOO_BAR=1", true, NULL},
+    {"PATH=/usr/bin:/bin", true, NULL},
+    {"AI_PROXYFOO=1", true, NULL},
+    {"AI_PROXY=1", true, NULL},
+    {"ai_proxy_port=1", true, NULL},
+    {"CLAUDE_API_KEYS=x", true, NULL},
+    {"REDIS_FOO=1", true, NULL},
+    {"AIPROXY_SOURCE_DIR=/src", true, NULL},
+    /* Known, but read by another daemon: not an error. */
+    {"AI_PROXY_WORKERS=3", true, NULL},
 };
 
 START_TEST(test_unknown)
 {
-	char *const envp[] = {"AI_PROXY_PORT=8080",
-	    unknown_cases[_i].env, NULL};
+	char *const envp[] = {
+	    "AI_PROXY_PORT=8080", unknown_cases[_i].env, NULL};
 	struct cfg c;
 
 	if (!unknown_cases[_i].ok) {
@@ -483,11 +483,12 @@ START_TEST(test_file_syntax)
 	ck_assert_str_eq(c.host, "0.0.0.0");
 	ck_assert_str_eq(c.default_model, "gpt-4o-mini");
 	ck_assert_int_eq(c.max_tokens, 1234);
-	ck_assert_str_eq(c.cors_origins, "https://a.example, https://b.example");
+	ck_assert_str_eq(
+	    c.cors_origins, "https://a.example, https://b.example");
 	ck_assert_str_eq(c.log_level, "debug");
 	ck_assert_str_eq(c.trusted_proxies, "");
-	ck_assert_str_eq(c.database_url,
-	    "postgresql://u:p@127.0.0.1/db?sslmode=disable");
+	ck_assert_str_eq(
+	    c.database_url, "postgresql://u:p@127.0.0.1/db?sslmode=disable");
 	/* The last line has no newline. */
 	ck_assert(!c.enabled);
 	cfg_free(&c);
@@ -548,9 +549,9 @@ START_TEST(test_file_bad_value)
 END_TEST
 
 static const char *const bad_lines[] = {
-	"AI_PROXY_PORT\n",
-	"=9000\n",
-	"just some words\n",
+    "AI_PROXY_PORT\n",
+    "=9000\n",
+    "just some words\n",
 };
 
 START_TEST(test_file_bad_line)
@@ -570,8 +571,8 @@ START_TEST(test_file_missing)
 	struct cfg c;
 	char err[512] = "";
 
-	ck_assert_int_eq(cfg_load(&c, CFG_GW, no_env, path, err, sizeof(err)),
-	    -EINVAL);
+	ck_assert_int_eq(
+	    cfg_load(&c, CFG_GW, no_env, path, err, sizeof(err)), -EINVAL);
 	ck_assert_ptr_nonnull(strstr(err, path));
 	assert_strings_null(&c);
 }
@@ -692,8 +693,8 @@ END_TEST
 /* A failure late in the table frees what earlier variables allocated. */
 START_TEST(test_free_after_failure)
 {
-	char *const envp[] = {"CLAUDE_API_KEY=sk-ant-0123456789",
-	    "AI_PROXY_STATE_DIR=", NULL};
+	char *const envp[] = {
+	    "CLAUDE_API_KEY=sk-ant-0123456789", "AI_PROXY_STATE_DIR=", NULL};
 
 	expect_reject(envp, CFG_ALL, NULL, "AI_PROXY_STATE_DIR");
 }
@@ -713,8 +714,8 @@ START_TEST(test_print_table)
 		char want[128];
 
 		snprintf(want, sizeof(want), "| `%s` |", v[i].name);
-		ck_assert_msg(uc_contains(out, len, want), "%s missing",
-		    v[i].name);
+		ck_assert_msg(
+		    uc_contains(out, len, want), "%s missing", v[i].name);
 	}
 	free(out);
 }
@@ -729,15 +730,15 @@ cfg_suite(void)
 
 	cfg_vars(&nvars);
 	tc = tcase_create("defaults");
-	tcase_add_loop_test(tc, test_default, 0,
-	    sizeof(defaults) / sizeof(defaults[0]));
+	tcase_add_loop_test(
+	    tc, test_default, 0, sizeof(defaults) / sizeof(defaults[0]));
 	tcase_add_test(tc, test_default_secrets_unset);
 	tcase_add_test(tc, test_table_sane);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("types");
-	tcase_add_loop_test(tc, test_parse, 0,
-	    sizeof(parse_cases) / sizeof(parse_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_parse, 0, sizeof(parse_cases) / sizeof(parse_cases[0]));
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("bounds");

@@ -19,8 +19,8 @@ assert_shape(const char *id, const char *prefix)
 	size_t plen = strlen(prefix);
 
 	ck_assert_uint_eq(strlen(id), plen + BODY_LEN);
-	ck_assert_msg(strncmp(id, prefix, plen) == 0, "%s lacks %s", id,
-	    prefix);
+	ck_assert_msg(
+	    strncmp(id, prefix, plen) == 0, "%s lacks %s", id, prefix);
 	for (size_t i = plen; id[i] != '\0'; i++)
 		ck_assert_msg(strchr(alphabet, id[i]) != NULL,
 		    "%s: '%c' not in the alphabet", id, id[i]);
@@ -80,7 +80,8 @@ START_TEST(test_unique_and_ordered)
 		sorted[i] = ids[i];
 		/* The time part (10 characters) never goes backwards. */
 		if (i > 0)
-			ck_assert_msg(strncmp(ids[i - 1] + 4, ids[i] + 4, 10) <= 0,
+			ck_assert_msg(
+			    strncmp(ids[i - 1] + 4, ids[i] + 4, 10) <= 0,
 			    "%s after %s", ids[i], ids[i - 1]);
 	}
 	qsort(sorted, NIDS, sizeof(*sorted), cmp_str);
@@ -116,25 +117,24 @@ static const struct {
 	const char *s;
 	bool ok;
 } valid_cases[] = {
-	{"a", true},
-	{"req_01JD8X3Q2M4N5P6R7S8T9V0W1X", true},
-	{"abc.DEF_123:x-y", true},
-	{"0123456789012345678901234567890123456789012345678901234567890123",
-	    true},
-	{"01234567890123456789012345678901234567890123456789012345678901234",
-	    false},
-	{"", false},
-	{NULL, false},
-	{"has space", false},
-	{"slash/id", false},
-	{"quote\"id", false},
-	{"back\\slash", false},
-	{"new\nline", false},
-	{"tab\t", false},
-	{"semi;colon", false},
-	{"caf\xc3\xa9", false},
-	{"percent%20", false},
-	{"plus+", false},
+    {"a", true},
+    {"req_01JD8X3Q2M4N5P6R7S8T9V0W1X", true},
+    {"abc.DEF_123:x-y", true},
+    {"0123456789012345678901234567890123456789012345678901234567890123", true},
+    {"01234567890123456789012345678901234567890123456789012345678901234",
+	false},
+    {"", false},
+    {NULL, false},
+    {"has space", false},
+    {"slash/id", false},
+    {"quote\"id", false},
+    {"back\\slash", false},
+    {"new\nline", false},
+    {"tab\t", false},
+    {"semi;colon", false},
+    {"caf\xc3\xa9", false},
+    {"percent%20", false},
+    {"plus+", false},
 };
 
 START_TEST(test_valid)
@@ -166,8 +166,8 @@ ids_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("new");
-	tcase_add_loop_test(tc, test_new_shape, 0,
-	    sizeof(prefixes) / sizeof(prefixes[0]));
+	tcase_add_loop_test(
+	    tc, test_new_shape, 0, sizeof(prefixes) / sizeof(prefixes[0]));
 	tcase_add_test(tc, test_new_null_prefix);
 	tcase_add_test(tc, test_new_short_buffer);
 	tcase_add_test(tc, test_unique_and_ordered);
@@ -175,8 +175,8 @@ ids_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("valid");
-	tcase_add_loop_test(tc, test_valid, 0,
-	    sizeof(valid_cases) / sizeof(valid_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_valid, 0, sizeof(valid_cases) / sizeof(valid_cases[0]));
 	tcase_add_test(tc, test_random);
 	suite_add_tcase(s, tc);
 	return s;

@@ -13,38 +13,38 @@ static const struct {
 	int max;
 	int depth;
 } depth_cases[] = {
-	{"", 8, 0},
-	{"1", 8, 0},
-	{"\"str\"", 8, 0},
-	{"{}", 8, 1},
-	{"[]", 8, 1},
-	{"[[[]]]", 8, 3},
-	{"{\"a\":[{\"b\":[]}]}", 8, 4},
-	{"[1,[2],[3,[4]]]", 8, 3},
-	{"[[],[],[]]", 8, 2},
-	{"{\"a\":{},\"b\":{\"c\":{}}}", 8, 3},
-	/* Brackets inside strings do not count. */
-	{"\"[[[[[[[[[[\"", 2, 0},
-	{"{\"a\":\"}{[[[\"}", 1, 1},
-	{"[\"]]]]\",[\"[[[[\"]]", 8, 2},
-	/* An escaped quote does not end the string. */
-	{"[\"\\\"[[[\"]", 1, 1},
-	{"[\"\\\\\\\"[[\",[]]", 8, 2},
-	/* An escaped backslash does: the brackets after it count. */
-	{"[\"\\\\\",[[]]]", 8, 3},
-	{"{\"k\\\\\":[[{}]]}", 8, 4},
-	/* Whitespace and an unterminated string. */
-	{" [ \n [ \t ] ] ", 8, 2},
-	{"[\"abc", 8, 1},
-	/* At the limit, and past it. */
-	{"[[[]]]", 3, 3},
-	{"[[[]]]", 2, -1},
-	{"[]", 0, -1},
-	{"0", 0, 0},
-	{"{\"a\":[{\"b\":[]}]}", 3, -1},
-	/* Closing brackets first must not buy extra depth for what follows. */
-	{"]]]][[[[[]]]]]", 3, -1},
-	{"}}}}{{{{{", 3, -1},
+    {"", 8, 0},
+    {"1", 8, 0},
+    {"\"str\"", 8, 0},
+    {"{}", 8, 1},
+    {"[]", 8, 1},
+    {"[[[]]]", 8, 3},
+    {"{\"a\":[{\"b\":[]}]}", 8, 4},
+    {"[1,[2],[3,[4]]]", 8, 3},
+    {"[[],[],[]]", 8, 2},
+    {"{\"a\":{},\"b\":{\"c\":{}}}", 8, 3},
+    /* Brackets inside strings do not count. */
+    {"\"[[[[[[[[[[\"", 2, 0},
+    {"{\"a\":\"}{[[[\"}", 1, 1},
+    {"[\"]]]]\",[\"[[[[\"]]", 8, 2},
+    /* An escaped quote does not end the string. */
+    {"[\"\\\"[[[\"]", 1, 1},
+    {"[\"\\\\\\\"[[\",[]]", 8, 2},
+    /* An escaped backslash does: the brackets after it count. */
+    {"[\"\\\\\",[[]]]", 8, 3},
+    {"{\"k\\\\\":[[{}]]}", 8, 4},
+    /* Whitespace and an unterminated string. */
+    {" [ \n [ \t ] ] ", 8, 2},
+    {"[\"abc", 8, 1},
+    /* At the limit, and past it. */
+    {"[[[]]]", 3, 3},
+    {"[[[]]]", 2, -1},
+    {"[]", 0, -1},
+    {"0", 0, 0},
+    {"{\"a\":[{\"b\":[]}]}", 3, -1},
+    /* Closing brackets first must not buy extra depth for what follows. */
+    {"]]]][[[[[]]]]]", 3, -1},
+    {"}}}}{{{{{", 3, -1},
 };
 
 START_TEST(test_depth)
@@ -52,7 +52,7 @@ START_TEST(test_depth)
 	const char *t = depth_cases[_i].text;
 
 	ck_assert_msg(jsonx_depth(t, strlen(t), depth_cases[_i].max) ==
-		depth_cases[_i].depth,
+			  depth_cases[_i].depth,
 	    "jsonx_depth(%s, max %d) = %d, want %d", t, depth_cases[_i].max,
 	    jsonx_depth(t, strlen(t), depth_cases[_i].max),
 	    depth_cases[_i].depth);
@@ -104,8 +104,8 @@ jsonx_suite(void)
 	Suite *s = suite_create("jsonx");
 	TCase *tc = tcase_create("depth");
 
-	tcase_add_loop_test(tc, test_depth, 0,
-	    sizeof(depth_cases) / sizeof(depth_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_depth, 0, sizeof(depth_cases) / sizeof(depth_cases[0]));
 	tcase_add_test(tc, test_len_respected);
 	tcase_add_test(tc, test_deep);
 	suite_add_tcase(s, tc);

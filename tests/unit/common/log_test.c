@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -57,8 +58,8 @@ cap_read(size_t *ret_len)
 	out = malloc((size_t)end + 1);
 	ck_assert_ptr_nonnull(out);
 	while (off < (size_t)end) {
-		ssize_t r = pread(cap_fd, out + off, (size_t)end - off,
-		    (off_t)off);
+		ssize_t r =
+		    pread(cap_fd, out + off, (size_t)end - off, (off_t)off);
 
 		ck_assert_int_gt(r, 0);
 		off += (size_t)r;
@@ -94,11 +95,12 @@ lines_get(struct lines *l)
 		json_t *o;
 
 		ck_assert_uint_lt(l->n, LINES_MAX);
-		o = json_loadb(l->raw + start, n, JSON_REJECT_DUPLICATES, &jerr);
+		o = json_loadb(
+		    l->raw + start, n, JSON_REJECT_DUPLICATES, &jerr);
 		ck_assert_msg(o != NULL, "line %zu is not JSON (%s): %.300s",
 		    l->n + 1, jerr.text, l->raw + start);
-		ck_assert_msg(json_is_object(o), "line %zu is not an object",
-		    l->n + 1);
+		ck_assert_msg(
+		    json_is_object(o), "line %zu is not an object", l->n + 1);
 		l->linelen[l->n] = n + 1;
 		l->obj[l->n++] = o;
 		start += n + 1;
@@ -129,8 +131,7 @@ json_has_substr(json_t *o, const char *needle)
 	const char *key;
 	json_t *v;
 
-	json_object_foreach(o, key, v)
-	{
+	json_object_foreach(o, key, v) {
 		if (strstr(key, needle) != NULL)
 			return true;
 		if (json_is_string(v) &&
@@ -174,8 +175,8 @@ START_TEST(test_line_shape)
 	ck_assert_str_eq(jstr(o, "msg"), "hello");
 	ck_assert_str_eq(jstr(o, "s"), "value");
 	ck_assert_int_eq(json_integer_value(json_object_get(o, "i")), -42);
-	ck_assert_int_eq(json_integer_value(json_object_get(o, "big")),
-	    9007199254740993LL);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(o, "big")), 9007199254740993LL);
 	ck_assert_double_eq(json_number_value(json_object_get(o, "d")), 1.5);
 	ck_assert(json_is_true(json_object_get(o, "yes")));
 	ck_assert(json_is_false(json_object_get(o, "no")));
@@ -247,16 +248,16 @@ END_TEST
 /* ---- escaping ---- */
 
 static const char *const esc_cases[] = {
-	"say \"hi\"",
-	"back\\slash \\\" \\\\",
-	"new\nline",
-	"cr\rret",
-	"tab\there",
-	"ctl \x01\x02\x1b\x1f end",
-	"del \x7f",
-	"utf-8 \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80",
-	"</script><!-- {\"a\":1} -->",
-	"",
+    "say \"hi\"",
+    "back\\slash \\\" \\\\",
+    "new\nline",
+    "cr\rret",
+    "tab\there",
+    "ctl \x01\x02\x1b\x1f end",
+    "del \x7f",
+    "utf-8 \xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80",
+    "</script><!-- {\"a\":1} -->",
+    "",
 };
 
 START_TEST(test_escape)
@@ -285,10 +286,10 @@ END_TEST
  * not make the line invalid JSON.
  */
 static const char *const bad_utf8_cases[] = {
-	"lone \xff byte",
-	"cut \xe6\x97",
-	"overlong \xc0\xaf",
-	"surrogate \xed\xa0\x80",
+    "lone \xff byte",
+    "cut \xe6\x97",
+    "overlong \xc0\xaf",
+    "surrogate \xed\xa0\x80",
 };
 
 START_TEST(test_escape_invalid_utf8)
@@ -312,7 +313,8 @@ START_TEST(test_level_filter)
 	log_set_level(min);
 	ck_assert_int_eq(log_get_level(), min);
 	for (int lv = 0; lv < LOG_LVL_MAX; lv++)
-		ck_assert_int_eq(log_enabled((enum log_level)lv), lv >= (int)min);
+		ck_assert_int_eq(
+		    log_enabled((enum log_level)lv), lv >= (int)min);
 	log_debug("r", "d");
 	log_info("r", "i");
 	log_warn("r", "w");
@@ -320,13 +322,13 @@ START_TEST(test_level_filter)
 	log_emitf(LOG_LVL_DEBUG, "r", "fd %d", 1);
 	log_emitf(LOG_LVL_ERROR, "r", "fe %d", 1);
 	lines_get(&l);
-	ck_assert_uint_eq(l.n, (size_t)(LOG_LVL_MAX - min) + 1 +
-		(min == LOG_LVL_DEBUG));
+	ck_assert_uint_eq(
+	    l.n, (size_t)(LOG_LVL_MAX - min) + 1 + (min == LOG_LVL_DEBUG));
 	for (size_t i = 0; i < l.n; i++) {
 		enum log_level lv;
 
-		ck_assert_int_eq(log_level_parse(jstr(l.obj[i], "level"), &lv),
-		    0);
+		ck_assert_int_eq(
+		    log_level_parse(jstr(l.obj[i], "level"), &lv), 0);
 		ck_assert_int_ge(lv, min);
 	}
 	lines_free(&l);
@@ -338,26 +340,25 @@ static const struct {
 	int rv;
 	enum log_level lv;
 } level_names[] = {
-	{"debug", 0, LOG_LVL_DEBUG},
-	{"INFO", 0, LOG_LVL_INFO},
-	{"warn", 0, LOG_LVL_WARN},
-	{"warning", 0, LOG_LVL_WARN},
-	{"Error", 0, LOG_LVL_ERROR},
-	{"verbose", -EINVAL, LOG_LVL_MAX},
-	{"", -EINVAL, LOG_LVL_MAX},
-	{"info ", -EINVAL, LOG_LVL_MAX},
+    {"debug", 0, LOG_LVL_DEBUG},
+    {"INFO", 0, LOG_LVL_INFO},
+    {"warn", 0, LOG_LVL_WARN},
+    {"warning", 0, LOG_LVL_WARN},
+    {"Error", 0, LOG_LVL_ERROR},
+    {"verbose", -EINVAL, LOG_LVL_MAX},
+    {"", -EINVAL, LOG_LVL_MAX},
+    {"info ", -EINVAL, LOG_LVL_MAX},
 };
 
 START_TEST(test_level_parse)
 {
 	enum log_level lv = LOG_LVL_MAX;
 
-	ck_assert_int_eq(log_level_parse(level_names[_i].s, &lv),
-	    level_names[_i].rv);
+	ck_assert_int_eq(
+	    log_level_parse(level_names[_i].s, &lv), level_names[_i].rv);
 	ck_assert_int_eq(lv, level_names[_i].lv);
 	if (level_names[_i].rv == 0)
-		ck_assert_int_eq(
-		    log_level_parse(log_level_str(lv), &lv), 0);
+		ck_assert_int_eq(log_level_parse(log_level_str(lv), &lv), 0);
 }
 END_TEST
 
@@ -386,8 +387,8 @@ START_TEST(test_secret_redacted)
 	log_emitf(LOG_LVL_ERROR, NULL, "formatted %s and %s", SECRET, SECRET);
 	lines_get(&l);
 	ck_assert_uint_eq(l.n, 2);
-	ck_assert_msg(!uc_contains(l.raw, l.len, SECRET), "secret logged: %s",
-	    l.raw);
+	ck_assert_msg(
+	    !uc_contains(l.raw, l.len, SECRET), "secret logged: %s", l.raw);
 	ck_assert(uc_contains(l.raw, l.len, "[redacted]"));
 	for (size_t i = 0; i < l.n; i++)
 		ck_assert(!json_has_substr(l.obj[i], SECRET));
@@ -455,9 +456,9 @@ END_TEST
  * quote or a backslash) must not be readable in the decoded line either.
  */
 static const char *const special_secrets[] = {
-	"pa\"ss\\word-123",
-	"tab\tsecret-456",
-	"nl\nsecret-7890",
+    "pa\"ss\\word-123",
+    "tab\tsecret-456",
+    "nl\nsecret-7890",
 };
 
 START_TEST(test_secret_escaped)
@@ -469,8 +470,8 @@ START_TEST(test_secret_escaped)
 	log_info(NULL, "auth failed", LF_S("key", sec));
 	lines_get(&l);
 	ck_assert_uint_eq(l.n, 1);
-	ck_assert_msg(!json_has_substr(l.obj[0], sec),
-	    "secret readable in %s", l.raw);
+	ck_assert_msg(
+	    !json_has_substr(l.obj[0], sec), "secret readable in %s", l.raw);
 	lines_free(&l);
 }
 END_TEST
@@ -503,6 +504,91 @@ START_TEST(test_secret_cut_by_format)
 		    "first %zu characters of the secret logged", keep);
 	}
 	lines_free(&l);
+}
+END_TEST
+
+/* ---- fatal ---- */
+
+/* Runs fatal(fmt, a, b) in a child; returns its output (caller frees) and
+ * exit status. */
+static char *
+fatal_in_child(const char *a, const char *b, int *ret_status)
+{
+	int fds[2], status;
+	size_t len = 0, cap = 65536;
+	char *out = malloc(cap);
+	pid_t pid;
+	ssize_t r;
+
+	ck_assert_ptr_nonnull(out);
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(fds[0]);
+		log_set_fd(fds[1]);
+		fatal("%s%s", a, b);
+	}
+	close(fds[1]);
+	while ((r = read(fds[0], out + len, cap - 1 - len)) > 0)
+		len += (size_t)r;
+	close(fds[0]);
+	out[len] = '\0';
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status));
+	*ret_status = WEXITSTATUS(status);
+	return out;
+}
+
+START_TEST(test_fatal)
+{
+	json_t *o;
+	char *out;
+	int status;
+
+	out = fatal_in_child("cannot start: ", "no key", &status);
+	ck_assert_int_eq(status, 1);
+	o = json_loads(out, 0, NULL);
+	ck_assert_msg(o != NULL, "not JSON: %s", out);
+	ck_assert_str_eq(jstr(o, "level"), "error");
+	ck_assert_str_eq(jstr(o, "msg"), "cannot start: no key");
+	json_decref(o);
+	free(out);
+}
+END_TEST
+
+/* Like log_emitf, fatal's message limit must not let a piece of a secret
+ * through. */
+START_TEST(test_fatal_secret_cut)
+{
+	const size_t slen = strlen(SECRET);
+	char *pad, *out;
+	int status;
+
+	ck_assert_int_eq(log_add_secret(SECRET), 0);
+	for (size_t keep = 8; keep < slen; keep += 6) {
+		size_t npad = 2047 - keep;
+
+		pad = malloc(npad + 1);
+		ck_assert_ptr_nonnull(pad);
+		memset(pad, '.', npad);
+		pad[npad] = '\0';
+		size_t leaked = 0;
+
+		out = fatal_in_child(pad, SECRET, &status);
+		free(pad);
+		for (size_t k = 8; k <= slen; k++) {
+			char piece[64];
+
+			snprintf(piece, sizeof(piece), "%.*s", (int)k, SECRET);
+			if (strstr(out, piece) != NULL)
+				leaked = k;
+		}
+		free(out);
+		ck_assert_int_eq(status, 1);
+		ck_assert_msg(leaked == 0,
+		    "first %zu characters of the secret logged", leaked);
+	}
 }
 END_TEST
 
@@ -565,8 +651,8 @@ START_TEST(test_truncation_boundary)
 		ck_assert_uint_le(l->linelen[i], LINE_MAX_BYTES);
 		/* Either the fields are whole or the line says they are not. */
 		if (v == NULL || n == NULL) {
-			ck_assert_msg(json_is_true(json_object_get(l->obj[i],
-					  "truncated")),
+			ck_assert_msg(json_is_true(json_object_get(
+					  l->obj[i], "truncated")),
 			    "line %zu lost a field without a mark", i);
 			continue;
 		}
@@ -657,8 +743,8 @@ log_suite(void)
 
 	tc = tcase_create("escaping");
 	tcase_add_checked_fixture(tc, cap_setup, cap_teardown);
-	tcase_add_loop_test(tc, test_escape, 0,
-	    sizeof(esc_cases) / sizeof(esc_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_escape, 0, sizeof(esc_cases) / sizeof(esc_cases[0]));
 	tcase_add_loop_test(tc, test_escape_invalid_utf8, 0,
 	    sizeof(bad_utf8_cases) / sizeof(bad_utf8_cases[0]));
 	suite_add_tcase(s, tc);
@@ -680,6 +766,12 @@ log_suite(void)
 	tcase_add_loop_test(tc, test_secret_escaped, 0,
 	    sizeof(special_secrets) / sizeof(special_secrets[0]));
 	tcase_add_test(tc, test_secret_cut_by_format);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("fatal");
+	tcase_add_checked_fixture(tc, cap_setup, cap_teardown);
+	tcase_add_test(tc, test_fatal);
+	tcase_add_test(tc, test_fatal_secret_cut);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("truncation");

@@ -68,8 +68,8 @@ rep_start_any(int transport, int nctx, nngx_rep_fn fn, void *arg, char *url,
 		if (transport == 0)
 			inproc_url(url, urllen);
 		else
-			snprintf(url, urllen, "tcp://127.0.0.1:%d",
-			    free_port());
+			snprintf(
+			    url, urllen, "tcp://127.0.0.1:%d", free_port());
 		rv = nngx_rep_start(url, true, nctx, fn, arg, &r);
 	}
 	ck_assert_msg(rv == 0, "nngx_rep_start(%s): %d", url, rv);
@@ -183,18 +183,18 @@ static const struct {
 	int nng;
 	int err;
 } err_cases[] = {
-	{0, 0},
-	{NNG_ETIMEDOUT, -ETIMEDOUT},
-	{NNG_ENOMEM, -ENOMEM},
-	{NNG_EINVAL, -EINVAL},
-	{NNG_ECONNREFUSED, -ECONNREFUSED},
-	{NNG_EADDRINUSE, -EADDRINUSE},
-	{NNG_EMSGSIZE, -EMSGSIZE},
-	{NNG_ECLOSED, -EBADF},
-	{NNG_ENOTSUP, -ENOTSUP},
-	{NNG_ECANCELED, -ECANCELED},
-	{NNG_EPROTO, -EPROTO},
-	{9999, -EIO},
+    {0, 0},
+    {NNG_ETIMEDOUT, -ETIMEDOUT},
+    {NNG_ENOMEM, -ENOMEM},
+    {NNG_EINVAL, -EINVAL},
+    {NNG_ECONNREFUSED, -ECONNREFUSED},
+    {NNG_EADDRINUSE, -EADDRINUSE},
+    {NNG_EMSGSIZE, -EMSGSIZE},
+    {NNG_ECLOSED, -EBADF},
+    {NNG_ENOTSUP, -ENOTSUP},
+    {NNG_ECANCELED, -ECANCELED},
+    {NNG_EPROTO, -EPROTO},
+    {9999, -EIO},
 };
 
 START_TEST(test_err)
@@ -302,7 +302,8 @@ caller_many(void *arg)
 	for (int i = 0; i < CALLS; i++) {
 		char req[64], *out = NULL;
 		size_t len = 0;
-		int n = snprintf(req, sizeof(req), "caller %d call %d", c->id, i);
+		int n =
+		    snprintf(req, sizeof(req), "caller %d call %d", c->id, i);
 
 		if (nngx_call(c->url, req, (size_t)n, CALL_MS, &out, &len) ==
 			0 &&
@@ -325,8 +326,8 @@ START_TEST(test_concurrent_callers)
 	r = rep_start_any(_i, 4, handler, &s, url, sizeof(url));
 	for (int i = 0; i < CALLERS; i++) {
 		c[i] = (struct caller){.url = url, .id = i};
-		ck_assert_int_eq(pthread_create(&t[i], NULL, caller_many, &c[i]),
-		    0);
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, caller_many, &c[i]), 0);
 	}
 	for (int i = 0; i < CALLERS; i++) {
 		pthread_join(t[i], NULL);
@@ -376,8 +377,8 @@ START_TEST(test_deferred_reply)
 	r = rep_start_any(0, 4, handler, &s, url, sizeof(url));
 	for (int i = 0; i < 4; i++) {
 		c[i] = (struct caller){.url = url, .id = i};
-		ck_assert_int_eq(pthread_create(&t[i], NULL, caller_once, &c[i]),
-		    0);
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, caller_once, &c[i]), 0);
 	}
 	ck_assert(srv_wait(&s, held_4, 5000));
 	/* Answer from this thread, in reverse order of arrival. */
@@ -411,8 +412,8 @@ START_TEST(test_drop_rearms)
 	srv_init(&s);
 	/* One context: the second call needs the first one re-armed. */
 	r = rep_start_any(0, 1, handler, &s, url, sizeof(url));
-	ck_assert_int_eq(nngx_call(url, "drop", 4, 300, &out, &len),
-	    -ETIMEDOUT);
+	ck_assert_int_eq(
+	    nngx_call(url, "drop", 4, 300, &out, &len), -ETIMEDOUT);
 	ck_assert_ptr_null(out);
 	call_ok(url, "kept", 4);
 	nngx_rep_free(r);
@@ -434,8 +435,8 @@ START_TEST(test_timeout_no_listener)
 	else
 		snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", free_port());
 	t0 = clock_mono_ms();
-	ck_assert_int_eq(nngx_call(url, "anyone?", 7, 300, &out, &len),
-	    -ETIMEDOUT);
+	ck_assert_int_eq(
+	    nngx_call(url, "anyone?", 7, 300, &out, &len), -ETIMEDOUT);
 	dt = clock_mono_ms() - t0;
 	ck_assert_ptr_null(out);
 	ck_assert_int_ge(dt, 250);
@@ -455,8 +456,8 @@ START_TEST(test_timeout_no_answer)
 	s.hold = true;
 	r = rep_start_any(_i, 2, handler, &s, url, sizeof(url));
 	t0 = clock_mono_ms();
-	ck_assert_int_eq(nngx_call(url, "silence", 7, 300, &out, &len),
-	    -ETIMEDOUT);
+	ck_assert_int_eq(
+	    nngx_call(url, "silence", 7, 300, &out, &len), -ETIMEDOUT);
 	dt = clock_mono_ms() - t0;
 	ck_assert_ptr_null(out);
 	ck_assert_int_ge(dt, 250);
@@ -484,8 +485,8 @@ START_TEST(test_free_with_held_requests)
 	r = rep_start_any(_i, 4, handler, &s, url, sizeof(url));
 	for (int i = 0; i < 4; i++) {
 		c[i] = (struct caller){.url = url, .id = i, .timeout_ms = 1500};
-		ck_assert_int_eq(pthread_create(&t[i], NULL, caller_once, &c[i]),
-		    0);
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, caller_once, &c[i]), 0);
 	}
 	ck_assert(srv_wait(&s, held_4, 5000));
 	t0 = clock_mono_ms();
@@ -535,8 +536,8 @@ START_TEST(test_free_during_traffic)
 	for (int i = 0; i < 4; i++) {
 		c[i] = (struct caller){
 		    .url = url, .id = i, .stop = &stop, .replies = &replies};
-		ck_assert_int_eq(pthread_create(&t[i], NULL, caller_loop, &c[i]),
-		    0);
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, caller_loop, &c[i]), 0);
 	}
 	deadline = clock_mono_ms() + 10000;
 	while (atomic_load(&replies) < 200 && clock_mono_ms() < deadline) {
@@ -597,8 +598,8 @@ START_TEST(test_start_errors)
 	    nngx_rep_start("tcp://256.1.1.1:1", true, 2, handler, &s, &r2), 0);
 	ck_assert_ptr_null(r2);
 	r = rep_start_any(0, 2, handler, &s, url, sizeof(url));
-	ck_assert_int_eq(nngx_rep_start(url, true, 2, handler, &s, &r2),
-	    -EADDRINUSE);
+	ck_assert_int_eq(
+	    nngx_rep_start(url, true, 2, handler, &s, &r2), -EADDRINUSE);
 	ck_assert_ptr_null(r2);
 	nngx_rep_free(r);
 	nngx_rep_free(NULL);
@@ -658,8 +659,8 @@ nngx_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("errors");
-	tcase_add_loop_test(tc, test_err, 0,
-	    sizeof(err_cases) / sizeof(err_cases[0]));
+	tcase_add_loop_test(
+	    tc, test_err, 0, sizeof(err_cases) / sizeof(err_cases[0]));
 	tcase_add_test(tc, test_msg_new);
 	suite_add_tcase(s, tc);
 
