@@ -1,0 +1,253 @@
+/*
+ * The gateway daemon: libmicrohttpd in front, nng behind.
+ *
+ * Threads: MHD's pool (2) runs the access handler, the stream reader and
+ * the completion callback; nng's threads run the worker-call callbacks,
+ * the stream-chunk receivers and the rep server; one sweeper thread ends
+ * streams whose chunks never come.  No thread ever waits for a worker: an
+ * HTTP request waiting for one is suspended and resumed from the nng
+ * callback that completes it.
+ *
+ * Lifetime of a request (struct gw_req): created by the first access
+ * handler call, reference counted: MHD holds one reference until the
+ * completion callback, an outstanding worker call one, a queued stream
+ * response one.  r->mtx guards everything that changes after dispatch.
+ */
+#ifndef AIPROXY_GW_H
+#define AIPROXY_GW_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <microhttpd.h>
+#include <nng/nng.h>
+
+#include "buf.h"
+#include "cfg.h"
+#include "gw_cors.h"
+#include "gw_route.h"
+#include "gw_validate.h"
+#include "ids.h"
+#include "models.h"
+
+#define GW_STREAM_MAX_BUFFERED (8u << 20)  /* per stream, then abort */
+#define GW_RESP_MAX            (34u << 20) /* a response body we build */
+#define GW_PULL_AIOS           4
+#define GW_STAB_SIZE           4096 /* stream table buckets */
+#define GW_HEALTH_TIMEOUT_MS   500
+#define GW_STREAM_GRACE_MS     5000 /* chat_resp seen, chunks missing */
+#define GW_NNG_MAX_MSG         (32u << 20)
+#define GW_CODE_LEN            72 /* >= PROTO_NAME_MAX + 1 */
+
+struct gw_req;
+
+/* One chunk of a stream, kept in seq order. */
+struct gw_chunk {
+	struct gw_chunk *next;
+	int64_t seq;
+	size_t len, off;
+	char data[];
+};
+
+enum gw_req_state {
+	GW_RS_READING, /* receiving the body */
+	GW_RS_WAITING, /* suspended: a worker call or health probe runs */
+	GW_RS_READY,   /* a result is ready: queue it on the next call */
+	GW_RS_QUEUED,  /* a response was queued (buffer or stream) */
+};
+
+struct gw_req {
+	struct gw *gw;
+	struct MHD_Connection *conn;
+	pthread_mutex_t mtx;
+	atomic_int refs;
+	enum gw_req_state state;
+	bool suspended; /* we called MHD_suspend_connection */
+	bool closed;    /* MHD completed the request: never resume again */
+
+	/* request */
+	const struct gw_route *route;
+	unsigned method;
+	char path[256];
+	bool path_ok; /* the URL fit in path */
+	bool begun;   /* routed (req_begin ran) */
+	char param[64];
+	char request_id[ID_MAX + 1];
+	char ip[64];
+	char session[ID_MAX + 1];
+	char beta[513];
+	char origin[520];
+	enum gw_cors_verdict cors;
+	int64_t start_us;
+	struct buf body;
+	bool too_large;
+	size_t discarded;
+
+	/* result */
+	int status;
+	const char *ctype;
+	struct buf out;
+	char allow[64];
+	int64_t retry_after_ms;
+	bool no_retry;          /* x-should-retry: false */
+	bool www_auth;          /* WWW-Authenticate: Bearer */
+	char code[GW_CODE_LEN]; /* error code, for the access log */
+	uint64_t bytes_out;     /* body bytes sent */
+
+	/* chat */
+	const char *provider; /* static strings */
+	char model[MODEL_ID_MAX + 1];
+	int64_t cost_micro_usd;
+	bool is_stream;
+	bool in_stab; /* in the stream table */
+	struct gw_req *hnext;
+
+	/* stream */
+	bool stream_started; /* first chunk (or a 200 reply) arrived */
+	bool resp_done;      /* chat_resp arrived */
+	bool aborted;        /* end the stream now, with tail */
+	bool cancel_sent;
+	int64_t resp_done_us;
+	int64_t chunks_expected;
+	int64_t next_seq;
+	size_t buffered;
+	struct gw_chunk *chunks; /* sorted by seq */
+	struct buf tail;         /* written after the last chunk */
+	size_t tail_off;
+	bool tail_built;
+	const char *abort_reason; /* why the gateway ended the stream */
+	bool finished;            /* END_OF_STREAM returned */
+
+	/* health probes */
+	int probes_left;
+	struct gw_probe {
+		int64_t start_us;
+		int64_t ms;
+		int rv; /* 0 or -errno */
+	} probes[3];
+
+	/* the live list (shutdown) */
+	struct gw_req *prev, *next;
+};
+
+struct gw {
+	const struct cfg *cfg; /* borrowed */
+	struct model_table *models;
+	struct gw_cors *cors;
+	struct gw_vcfg vcfg;
+	struct MHD_Daemon *mhd;
+	uint16_t port;
+
+	nng_socket worker_sock; /* req, listens on worker_url */
+	nng_socket pull_sock;   /* pull, listens on stream_url */
+	nng_socket pub_sock;    /* pub, listens on control_url */
+	nng_socket rl_sock;     /* req, dials ratelimiter_url */
+	nng_socket acct_sock;   /* req, dials accountant_url */
+	bool worker_open, pull_open, pub_open, rl_open, acct_open;
+	struct gw_pull {
+		struct gw *gw;
+		nng_aio *aio;
+	} pulls[GW_PULL_AIOS];
+	struct nngx_rep *rep; /* rep, listens on gateway_url */
+	atomic_int worker_pipes;
+	atomic_int calls; /* outstanding nng calls */
+
+	pthread_mutex_t mtx; /* the live list and the stream table */
+	pthread_cond_t cond; /* signalled when a request ends */
+	struct gw_req *live;
+	size_t nlive;
+	struct gw_req *stab[GW_STAB_SIZE];
+	bool stopping;
+
+	pthread_t sweeper;
+	bool sweeper_started;
+	bool sweeper_stop;
+	pthread_cond_t sweeper_cond;
+
+	atomic_llong n_requests;
+	atomic_llong n_chat;
+	atomic_llong n_streams;
+};
+
+/* ---- gw.c: life cycle ---- */
+
+/* Loads the model table, opens the sockets, starts MHD.  cfg must
+ * outlive the gateway.  Caller frees with gw_free() after gw_stop(). */
+int gw_start(const struct cfg *cfg, struct gw **ret);
+/* Quiesces MHD, lets in-flight requests finish (up to drain_ms), fails
+ * the rest, stops everything.  Idempotent. */
+void gw_stop(struct gw *gw, int drain_ms);
+void gw_free(struct gw *gw);
+
+/* ---- gw_http.c: MHD glue ---- */
+
+int gw_http_start(struct gw *gw);
+enum MHD_Result gw_http_access(void *cls, struct MHD_Connection *conn,
+    const char *url, const char *method, const char *version,
+    const char *upload_data, size_t *upload_data_size, void **con_cls);
+void gw_http_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+    enum MHD_RequestTerminationCode toe);
+void gw_req_ref(struct gw_req *r);
+void gw_req_unref(struct gw_req *r);
+/* Under r->mtx: resumes the connection when we suspended it. */
+void gw_req_wake_locked(struct gw_req *r);
+/* Suspends r (an MHD thread, in the access handler) and marks it
+ * waiting; the caller then starts the operation whose completion sets a
+ * result (READY) and wakes it. */
+void gw_req_wait(struct gw_req *r);
+/* Under r->mtx: sets an error result in the route's shape (READY). */
+void gw_req_set_error_locked(
+    struct gw_req *r, int status, const char *code, const char *message);
+int64_t gw_req_elapsed_ms(const struct gw_req *r);
+/* MHD thread, access handler: answers an error in the route's shape. */
+enum MHD_Result gw_req_error(struct gw_req *r, int status, const char *code,
+    const char *message, const char *param);
+/* MHD thread, access handler: answers r->out as JSON. */
+enum MHD_Result gw_req_json(struct gw_req *r, int status);
+
+/* ---- gw_nng.c: sockets, calls, chunks, control ---- */
+
+int gw_nng_start(struct gw *gw);
+/* Closes the sockets that complete calls (worker, rl, acct) and the pull
+ * socket; waits for outstanding callbacks. */
+void gw_nng_close_calls(struct gw *gw);
+void gw_nng_stop(struct gw *gw);
+
+/* Completion of an asynchronous request: err 0 and the reply (borrowed
+ * for the call), or a negative errno (-ECONNRESET: the peer was lost;
+ * -ETIMEDOUT; -EBADF: closed).  sent tells whether the request left. */
+typedef void (*gw_call_fn)(
+    void *arg, int err, bool sent, const char *buf, size_t len);
+/* Sends buf (copied) on a req socket through a new context; fn runs once
+ * on an nng thread.  0 or -errno (then fn never runs). */
+int gw_call(struct gw *gw, nng_socket s, const void *buf, size_t len,
+    int timeout_ms, gw_call_fn fn, void *arg);
+/* Publishes an encoded control message on the pub socket ("ctl "). */
+int gw_publish(struct gw *gw, const char *buf, size_t len);
+/* Sends msg_cancel for a request (best effort). */
+void gw_publish_cancel(struct gw *gw, const char *request_id);
+
+/* ---- gw_chat.c: one chat call ---- */
+
+/* Full body received on a chat route: validate, send.  Queues or
+ * suspends; returns the MHD result. */
+enum MHD_Result gw_chat_dispatch(struct gw_req *r);
+/* A stream chunk arrived (pull thread). */
+void gw_chat_chunk(struct gw *gw, const char *request_id, int64_t seq,
+    const char *data, size_t len);
+/* The stream table. */
+void gw_stab_remove(struct gw *gw, struct gw_req *r);
+/* MHD content reader of a stream response. */
+ssize_t gw_stream_read(void *cls, uint64_t pos, char *buf, size_t max);
+void gw_stream_free(void *cls);
+/* Sweeper: ends streams whose chunks never came. */
+void gw_chat_sweep(struct gw *gw);
+
+/* ---- gw_health.c ---- */
+
+enum MHD_Result gw_health_detailed(struct gw_req *r);
+
+#endif

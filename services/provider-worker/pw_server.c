@@ -1,0 +1,651 @@
+#include "pw_server.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "clock.h"
+#include "ids.h"
+#include "log.h"
+#include "nngx.h"
+#include "proto.h"
+#include "pw_call.h"
+#include "pw_engine.h"
+
+#define PW_DAEMON      "provider-worker"
+#define PW_PUB_SENDBUF 8192
+/* After the last reply, before the sockets close: time for what nng
+ * still holds (replies, usage events, chunks) to reach the wire. */
+#define PW_LINGER_MS 100
+
+struct pw_server {
+	char worker_id[PROTO_NAME_MAX + 1];
+	const struct model_table *models;
+	bool configured[PW_PROV_MAX];
+	char *url[PW_PROV_MAX];
+	struct pw_engine *engine;
+	struct nngx_rep *rep;
+	nng_socket sub;
+	nng_aio *sub_aio;
+	nng_socket pub;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* in_flight went down */
+	bool stopping;
+	bool stopped;
+	uint64_t in_flight;
+
+	atomic_uint_fast64_t calls, ok, errors, aborted, bad_messages;
+	atomic_int_fast64_t usage_seq;
+};
+
+static int64_t
+clamp64(int64_t v, int64_t lo, int64_t hi)
+{
+	return v < lo ? lo : v > hi ? hi : v;
+}
+
+static void
+copy_str(char *dst, size_t dstlen, const char *src)
+{
+	snprintf(dst, dstlen, "%s", src != NULL ? src : "");
+}
+
+/* ---- replies ---- */
+
+static void
+reply_bad(
+    struct pw_server *s, struct nngx_rep_ctx *ctx, const char *what, int err)
+{
+	struct msg_ack a;
+	char *enc;
+	size_t len;
+
+	atomic_fetch_add(&s->bad_messages, 1);
+	log_warn(NULL, "bad message", LF_S("what", what),
+	    LF_S("error", strerror(err < 0 ? -err : err)));
+	memset(&a, 0, sizeof(a));
+	a.ok = false;
+	copy_str(a.code, sizeof(a.code), "bad_request");
+	snprintf(a.message, sizeof(a.message), "%s: %s", what,
+	    strerror(err < 0 ? -err : err));
+	if (msg_ack_encode(&a, &enc, &len) != 0) {
+		nngx_rep_drop(ctx);
+		return;
+	}
+	nngx_rep_reply(ctx, enc, len);
+	free(enc);
+}
+
+static void
+reply_chat(struct pw_call *c)
+{
+	const struct model_usage *t = &c->usage.tokens;
+	struct msg_chat_resp r;
+	char *enc = NULL;
+	size_t len;
+	int rv;
+
+	memset(&r, 0, sizeof(r));
+	memcpy(r.request_id, c->req.request_id, sizeof(r.request_id));
+	r.status = clamp64(c->out.status, 100, 599);
+	copy_str(r.error_code, sizeof(r.error_code), c->out.code);
+	copy_str(r.error_message, sizeof(r.error_message), c->error_message);
+	pw_utf8_clip(r.error_message);
+	r.upstream_status =
+	    c->http_status >= 100 && c->http_status <= 599 ? c->http_status : 0;
+	memcpy(r.provider, c->req.provider, sizeof(r.provider));
+	memcpy(r.model, c->req.model, sizeof(r.model));
+	r.input_tokens = t->input;
+	r.output_tokens = t->output;
+	r.cache_read_tokens = t->cache_read;
+	r.cache_write_tokens =
+	    clamp64(t->cache_write_5m + t->cache_write_1h, 0, PROTO_TOKENS_MAX);
+	r.cost_micro_usd = clamp64(c->cost_micro_usd, 0, PROTO_MONEY_MAX);
+	r.cached = false;
+	r.upstream_ms = clamp64(c->upstream_ms, 0, PROTO_MS_MAX);
+	r.retry_after_ms = clamp64(c->retry_after_ms_val, 0, PROTO_MS_MAX);
+	r.chunks = c->chunks;
+	memcpy(r.upstream_request_id, c->upstream_request_id,
+	    sizeof(r.upstream_request_id));
+	r.payload = c->body.len > 0 ? c->body.data : NULL;
+	r.payload_len = c->body.len;
+	if ((rv = msg_chat_resp_encode(&r, &enc, &len)) != 0) {
+		log_error(c->req.request_id, "cannot encode the reply",
+		    LF_S("error", strerror(-rv)));
+		r.status = 500;
+		copy_str(r.error_code, sizeof(r.error_code), "internal_error");
+		copy_str(r.error_message, sizeof(r.error_message),
+		    "the provider worker failed");
+		r.upstream_request_id[0] = '\0';
+		r.payload = NULL;
+		r.payload_len = 0;
+		if (msg_chat_resp_encode(&r, &enc, &len) != 0) {
+			nngx_rep_drop(c->ctx);
+			return;
+		}
+	}
+	nngx_rep_reply(c->ctx, enc, len);
+	free(enc);
+}
+
+static void
+publish_usage(struct pw_server *s, struct pw_call *c, int64_t total_ms)
+{
+	const struct model_usage *t = &c->usage.tokens;
+	struct msg_usage_event u;
+	char *enc = NULL, *wrapped = NULL;
+	size_t len, wlen;
+	nng_msg *m;
+	int rv;
+
+	memset(&u, 0, sizeof(u));
+	memcpy(u.request_id, c->req.request_id, sizeof(u.request_id));
+	id_new("evt_", u.event_id, sizeof(u.event_id));
+	u.seq = atomic_fetch_add(&s->usage_seq, 1) + 1;
+	memcpy(u.worker_id, s->worker_id, sizeof(u.worker_id));
+	u.ts_ms = clock_real_ms();
+	memcpy(u.subject_type, c->req.subject_type, sizeof(u.subject_type));
+	memcpy(u.subject_id, c->req.subject_id, sizeof(u.subject_id));
+	memcpy(u.ip, c->req.ip, sizeof(u.ip));
+	memcpy(u.provider, c->req.provider, sizeof(u.provider));
+	memcpy(u.model, c->req.model, sizeof(u.model));
+	u.input_tokens = t->input;
+	u.output_tokens = t->output;
+	u.cache_read_tokens = t->cache_read;
+	u.cache_write_tokens =
+	    clamp64(t->cache_write_5m + t->cache_write_1h, 0, PROTO_TOKENS_MAX);
+	u.cost_micro_usd = clamp64(c->cost_micro_usd, 0, PROTO_MONEY_MAX);
+	u.cached = false;
+	copy_str(u.status, sizeof(u.status), c->status_word);
+	u.http_status = clamp64(c->out.status, 100, 599);
+	u.upstream_ms = clamp64(c->upstream_ms, 0, PROTO_MS_MAX);
+	u.total_ms = clamp64(total_ms, 0, PROTO_MS_MAX);
+	if ((rv = msg_usage_event_encode(&u, &enc, &len)) != 0 ||
+	    (rv = proto_topic_wrap(
+		 PROTO_TOPIC_USAGE, enc, len, &wrapped, &wlen)) != 0 ||
+	    (rv = nngx_msg_new(wrapped, wlen, &m)) != 0)
+		goto fail;
+	if ((rv = nng_sendmsg(s->pub, m, NNG_FLAG_NONBLOCK)) != 0) {
+		nng_msg_free(m);
+		rv = nngx_err(rv);
+		goto fail;
+	}
+	free(enc);
+	free(wrapped);
+	return;
+fail:
+	log_error(c->req.request_id, "usage event not published",
+	    LF_S("event_id", u.event_id), LF_S("error", strerror(-rv)));
+	free(enc);
+	free(wrapped);
+}
+
+/* The end of every call, accepted or refused: reply, usage event, log. */
+static void
+call_done(struct pw_server *s, struct pw_call *c)
+{
+	const struct model_usage *t = &c->usage.tokens;
+	int64_t total_ms = (clock_mono_us() - c->t_recv_us) / 1000;
+
+	if (c->ctx != NULL)
+		reply_chat(c);
+	publish_usage(s, c, total_ms);
+	if (strcmp(c->status_word, "ok") == 0)
+		atomic_fetch_add(&s->ok, 1);
+	else if (strcmp(c->status_word, "aborted") == 0)
+		atomic_fetch_add(&s->aborted, 1);
+	else
+		atomic_fetch_add(&s->errors, 1);
+	log_info(c->req.request_id, "chat call",
+	    LF_S("provider", c->req.provider), LF_S("model", c->req.model),
+	    LF_B("stream", c->req.stream), LF_I("status", c->out.status),
+	    LF_S("error_code", c->out.code),
+	    LF_I("upstream_status", c->http_status), LF_I("ms", total_ms),
+	    LF_I("upstream_ms", c->upstream_ms), LF_I("input_tokens", t->input),
+	    LF_I("output_tokens", t->output),
+	    LF_I("cache_read_tokens", t->cache_read),
+	    LF_I("cache_write_tokens", t->cache_write_5m + t->cache_write_1h),
+	    LF_I("cost_micro_usd", c->cost_micro_usd),
+	    LF_I("chunks", c->chunks), LF_S("usage", c->status_word),
+	    LF_S("upstream_request_id", c->upstream_request_id),
+	    LF_S("failure", pw_fail_str(c->fail)), LF_S("detail", c->errbuf));
+	pthread_mutex_lock(&s->mu);
+	s->in_flight--;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->mu);
+}
+
+static void
+engine_done(void *arg, struct pw_call *c)
+{
+	call_done(arg, c);
+}
+
+/* ---- requests ---- */
+
+/* Ends a call refused before any upstream work. */
+static void
+chat_refuse(struct pw_server *s, struct pw_call *c, int status,
+    const char *code, const char *message)
+{
+	c->out = (struct pw_outcome){status, code, message};
+	copy_str(c->error_message, sizeof(c->error_message), message);
+	c->status_word = "error";
+	call_done(s, c);
+	pw_call_unref(c);
+}
+
+static bool
+has_ctl_chars(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return true;
+	return false;
+}
+
+static void
+on_chat(
+    struct pw_server *s, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+{
+	struct pw_call *c;
+	bool stopping;
+	int rv;
+
+	if ((c = pw_call_new()) == NULL) {
+		nngx_rep_drop(ctx);
+		log_error(NULL, "chat_req dropped: out of memory");
+		return;
+	}
+	c->t_recv_us = clock_mono_us();
+	/* The payload stays borrowed from buf until the reply. */
+	if ((rv = msg_chat_req_decode(buf, len, &c->req)) != 0) {
+		reply_bad(s, ctx, "chat_req", rv);
+		pw_call_unref(c);
+		return;
+	}
+	c->ctx = ctx;
+	atomic_fetch_add(&s->calls, 1);
+	pthread_mutex_lock(&s->mu);
+	stopping = s->stopping;
+	s->in_flight++;
+	pthread_mutex_unlock(&s->mu);
+
+	c->prov = pw_prov_from_str(c->req.provider);
+	if (stopping) {
+		chat_refuse(s, c, 503, "worker_stopping",
+		    "the provider worker is shutting down");
+		return;
+	}
+	if (c->prov == PW_PROV_MAX) {
+		chat_refuse(s, c, 400, "bad_request", "unknown provider");
+		return;
+	}
+	if (strcmp(c->req.api,
+		c->prov == PW_PROV_CLAUDE ? "messages" : "chat_completions") !=
+	    0) {
+		chat_refuse(s, c, 400, "bad_request",
+		    "api does not match the provider");
+		return;
+	}
+	if ((c->model = models_lookup(s->models, c->req.model)) == NULL) {
+		chat_refuse(
+		    s, c, 400, "unknown_model", "the model has no known price");
+		return;
+	}
+	if (strcmp(c->model->provider, c->req.provider) != 0) {
+		chat_refuse(s, c, 400, "model_provider_mismatch",
+		    "the model belongs to the other provider");
+		return;
+	}
+	if (!s->configured[c->prov]) {
+		chat_refuse(s, c, 503, "provider_not_configured",
+		    "no API key is configured for this provider");
+		return;
+	}
+	if (has_ctl_chars(c->req.anthropic_beta)) {
+		chat_refuse(s, c, 400, "bad_request", "bad anthropic-beta");
+		return;
+	}
+	if (c->req.payload_len == 0) {
+		chat_refuse(s, c, 400, "bad_request", "empty upstream body");
+		return;
+	}
+	pw_engine_submit(s->engine, c);
+}
+
+static void
+on_ping(
+    struct pw_server *s, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+{
+	struct msg_ping p;
+	struct msg_pong r;
+	char *enc;
+	size_t n;
+	int rv;
+
+	if ((rv = msg_ping_decode(buf, len, &p)) != 0) {
+		reply_bad(s, ctx, "ping", rv);
+		return;
+	}
+	memset(&r, 0, sizeof(r));
+	memcpy(r.request_id, p.request_id, sizeof(r.request_id));
+	r.ts_us = p.ts_us;
+	copy_str(r.daemon, sizeof(r.daemon), PW_DAEMON);
+	r.pid = (int64_t)getpid();
+	if ((rv = msg_pong_encode(&r, &enc, &n)) != 0) {
+		reply_bad(s, ctx, "pong", rv);
+		return;
+	}
+	nngx_rep_reply(ctx, enc, n);
+	free(enc);
+}
+
+static void
+on_status(
+    struct pw_server *s, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+{
+	struct pw_engine_stats es;
+	struct pw_server_stats ss;
+	struct msg_status_req q;
+	struct msg_status_resp r;
+	json_t *doc;
+	char *payload = NULL, *enc;
+	size_t n;
+	bool stopping;
+	int rv;
+
+	if ((rv = msg_status_req_decode(buf, len, &q)) != 0) {
+		reply_bad(s, ctx, "status_req", rv);
+		return;
+	}
+	pw_server_stats(s, &ss);
+	pw_engine_stats(s->engine, &es);
+	pthread_mutex_lock(&s->mu);
+	stopping = s->stopping;
+	pthread_mutex_unlock(&s->mu);
+	doc = json_pack("{s:s, s:I, s:b, s:{s:b, s:b}, s:{s:I, s:I, s:I, s:I, "
+			"s:I, s:I, s:I, s:I, s:I, s:I}}",
+	    "worker_id", s->worker_id, "in_flight", (json_int_t)ss.in_flight,
+	    "stopping", stopping, "providers", "claude",
+	    s->configured[PW_PROV_CLAUDE], "openai",
+	    s->configured[PW_PROV_OPENAI], "totals", "calls",
+	    (json_int_t)ss.calls, "ok", (json_int_t)ss.ok, "error",
+	    (json_int_t)ss.errors, "aborted", (json_int_t)ss.aborted,
+	    "bad_messages", (json_int_t)ss.bad_messages, "chunks",
+	    (json_int_t)es.chunks, "chunks_dropped",
+	    (json_int_t)es.chunks_dropped, "cancels", (json_int_t)es.cancels,
+	    "pauses", (json_int_t)es.pauses, "transfers",
+	    (json_int_t)es.active);
+	if (doc != NULL)
+		payload = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	memset(&r, 0, sizeof(r));
+	memcpy(r.request_id, q.request_id, sizeof(r.request_id));
+	copy_str(r.daemon, sizeof(r.daemon), PW_DAEMON);
+	copy_str(r.state, sizeof(r.state), stopping ? "degraded" : "up");
+	r.payload = payload;
+	r.payload_len = payload != NULL ? strlen(payload) : 0;
+	rv = msg_status_resp_encode(&r, &enc, &n);
+	free(payload);
+	if (rv != 0) {
+		reply_bad(s, ctx, "status_resp", rv);
+		return;
+	}
+	nngx_rep_reply(ctx, enc, n);
+	free(enc);
+}
+
+static void
+on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+{
+	struct pw_server *s = arg;
+	enum msg_type t;
+	int rv;
+
+	if ((rv = proto_peek_type(buf, len, &t)) != 0) {
+		reply_bad(s, ctx, "message", rv);
+		return;
+	}
+	switch (t) {
+	case MSG_CHAT_REQ:
+		on_chat(s, ctx, buf, len);
+		break;
+	case MSG_PING:
+		on_ping(s, ctx, buf, len);
+		break;
+	case MSG_STATUS_REQ:
+		on_status(s, ctx, buf, len);
+		break;
+	default:
+		reply_bad(s, ctx, msg_type_str(t), -ENOTSUP);
+		break;
+	}
+}
+
+/* ---- control (sub) ---- */
+
+static void
+on_control_msg(struct pw_server *s, const char *buf, size_t len)
+{
+	const char *body;
+	size_t blen;
+	enum msg_type t;
+	union proto_msg m;
+	int rv;
+
+	if ((rv = proto_topic_strip(PROTO_TOPIC_CTL, buf, len, &body, &blen)) !=
+		0 ||
+	    (rv = proto_peek_type(body, blen, &t)) != 0)
+		goto bad;
+	switch (t) {
+	case MSG_CANCEL:
+		if ((rv = msg_cancel_decode(body, blen, &m.cancel)) != 0)
+			goto bad;
+		log_debug(m.cancel.request_id, "cancel received");
+		pw_engine_cancel(s->engine, m.cancel.request_id);
+		return;
+	case MSG_BREAKER_RESET:
+		if ((rv = msg_breaker_reset_decode(
+			 body, blen, &m.breaker_reset)) != 0)
+			goto bad;
+		log_info(m.breaker_reset.request_id,
+		    "breaker reset: no breaker in this version",
+		    LF_S("provider", m.breaker_reset.provider));
+		return;
+	case MSG_CACHE_CLEAR:
+		if ((rv = msg_cache_clear_decode(body, blen, &m.cache_clear)) !=
+		    0)
+			goto bad;
+		log_info(m.cache_clear.request_id,
+		    "cache clear: no cache in this version",
+		    LF_S("provider", m.cache_clear.provider));
+		return;
+	default:
+		rv = -ENOTSUP;
+		break;
+	}
+bad:
+	atomic_fetch_add(&s->bad_messages, 1);
+	log_warn(NULL, "bad control message", LF_S("error", strerror(-rv)));
+}
+
+static void
+on_control(void *arg)
+{
+	struct pw_server *s = arg;
+	int rv = nng_aio_result(s->sub_aio);
+	nng_msg *m;
+
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return;
+	if (rv == 0) {
+		m = nng_aio_get_msg(s->sub_aio);
+		nng_aio_set_msg(s->sub_aio, NULL);
+		on_control_msg(s, nng_msg_body(m), nng_msg_len(m));
+		nng_msg_free(m);
+	}
+	nng_recv_aio(s->sub, s->sub_aio);
+}
+
+/* ---- life cycle ---- */
+
+int
+pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
+{
+	struct pw_engine_opts eo;
+	struct pw_server *s;
+	pthread_condattr_t ca;
+	int rv;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return -ENOMEM;
+	copy_str(s->worker_id, sizeof(s->worker_id), o->worker_id);
+	s->models = o->models;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	memset(&eo, 0, sizeof(eo));
+	for (int p = 0; p < PW_PROV_MAX; p++) {
+		s->configured[p] = o->key[p] != NULL && o->key[p][0] != '\0';
+		if (o->base_url[p] != NULL &&
+		    (rv = pw_endpoint_url(
+			 o->base_url[p], (enum pw_prov)p, &s->url[p])) != 0)
+			goto fail;
+		eo.url[p] = s->url[p];
+		eo.key[p] = s->configured[p] ? o->key[p] : NULL;
+	}
+	eo.max_stream_urls = 64;
+
+	if ((rv = nng_pub0_open(&s->pub)) != 0) {
+		rv = nngx_err(rv);
+		goto fail;
+	}
+	nng_socket_set_int(s->pub, NNG_OPT_SENDBUF, PW_PUB_SENDBUF);
+	if ((rv = nngx_dial(s->pub, o->usage_url, "usage pub")) != 0)
+		goto fail;
+	if ((rv = pw_engine_new(&eo, engine_done, s, &s->engine)) != 0)
+		goto fail;
+	if ((rv = nng_sub0_open(&s->sub)) != 0 ||
+	    (rv = nng_socket_set(s->sub, NNG_OPT_SUB_SUBSCRIBE, PROTO_TOPIC_CTL,
+		 strlen(PROTO_TOPIC_CTL))) != 0 ||
+	    (rv = nng_aio_alloc(&s->sub_aio, on_control, s)) != 0) {
+		rv = nngx_err(rv);
+		goto fail;
+	}
+	if ((rv = nngx_dial(s->sub, o->control_url, "control sub")) != 0)
+		goto fail;
+	nng_recv_aio(s->sub, s->sub_aio);
+	/* Last: calls may arrive from here on. */
+	if ((rv = nngx_rep_start(o->worker_url, false,
+		 o->concurrency > 0 ? o->concurrency : 1, on_request, s,
+		 &s->rep)) != 0)
+		goto fail;
+	*ret = s;
+	return 0;
+fail:
+	s->stopped = true;
+	pw_server_free(s);
+	return rv;
+}
+
+static void
+wait_idle(struct pw_server *s, int64_t until_ms)
+{
+	pthread_mutex_lock(&s->mu);
+	while (s->in_flight > 0) {
+		struct timespec ts;
+		int64_t wake = clock_mono_ms() + 1000;
+
+		if (until_ms >= 0 && clock_mono_ms() >= until_ms)
+			break;
+		if (until_ms >= 0 && until_ms < wake)
+			wake = until_ms;
+		ts.tv_sec = wake / 1000;
+		ts.tv_nsec = (wake % 1000) * 1000000;
+		pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+void
+pw_server_stop(struct pw_server *s, int grace_ms)
+{
+	uint64_t left;
+
+	if (s->stopped)
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true;
+	left = s->in_flight;
+	pthread_mutex_unlock(&s->mu);
+	if (left > 0)
+		log_info(NULL, "letting calls in flight finish",
+		    LF_I("in_flight", left), LF_I("grace_ms", grace_ms));
+	wait_idle(s, clock_mono_ms() + grace_ms);
+	pthread_mutex_lock(&s->mu);
+	left = s->in_flight;
+	pthread_mutex_unlock(&s->mu);
+	if (left > 0)
+		log_warn(NULL, "aborting calls still in flight",
+		    LF_I("in_flight", left));
+	pw_engine_abort_all(s->engine);
+	/* The abort ends every call at once, on the curl thread. */
+	wait_idle(s, -1);
+	if (pw_engine_flush(s->engine, 1000) != 0)
+		log_warn(NULL, "stream chunks still queued at stop");
+	nng_msleep(PW_LINGER_MS);
+	s->stopped = true;
+}
+
+void
+pw_server_stats(struct pw_server *s, struct pw_server_stats *ret)
+{
+	ret->calls = atomic_load(&s->calls);
+	ret->ok = atomic_load(&s->ok);
+	ret->errors = atomic_load(&s->errors);
+	ret->aborted = atomic_load(&s->aborted);
+	ret->bad_messages = atomic_load(&s->bad_messages);
+	pthread_mutex_lock(&s->mu);
+	ret->in_flight = s->in_flight;
+	pthread_mutex_unlock(&s->mu);
+}
+
+void
+pw_server_free(struct pw_server *s)
+{
+	if (s == NULL)
+		return;
+	if (!s->stopped)
+		pw_server_stop(s, 0);
+	/* No call is left: the rep contexts can go. */
+	nngx_rep_free(s->rep);
+	if (s->sub_aio != NULL)
+		nng_aio_stop(s->sub_aio);
+	if (nng_socket_id(s->sub) > 0)
+		nng_close(s->sub);
+	if (s->sub_aio != NULL)
+		nng_aio_free(s->sub_aio);
+	pw_engine_free(s->engine);
+	if (nng_socket_id(s->pub) > 0)
+		nng_close(s->pub);
+	for (int p = 0; p < PW_PROV_MAX; p++)
+		free(s->url[p]);
+	pthread_cond_destroy(&s->cv);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}

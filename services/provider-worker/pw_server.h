@@ -1,0 +1,55 @@
+/*
+ * The provider-worker's sockets and bookkeeping (the worker side of
+ * /work/notes/request-path.md):
+ *   - rep, DIALING the gateway's worker URL, with one context per call the
+ *     worker may hold: chat_req (answered later, from the curl thread),
+ *     ping, status_req; anything else gets ack ok=false "bad_request";
+ *   - sub, DIALING the control URL ("ctl " topic): cancel ends a call;
+ *   - pub, DIALING the usage URL: one usage_event ("usage " topic) per
+ *     call, ok | error | aborted;
+ *   - the curl engine (pw_engine.h) and its push sockets for streams.
+ */
+#ifndef PW_SERVER_H
+#define PW_SERVER_H
+
+#include <stdint.h>
+
+#include "models.h"
+#include "pw_usage.h"
+
+struct pw_server_opts {
+	const char *worker_url;
+	const char *control_url;
+	const char *usage_url;
+	const char *worker_id;
+	int concurrency; /* calls held at once (rep contexts) */
+	const char *base_url[PW_PROV_MAX];
+	const char *key[PW_PROV_MAX]; /* NULL or "": provider not set up */
+	const struct model_table *models;
+};
+
+struct pw_server_stats {
+	uint64_t calls; /* chat_req decoded */
+	uint64_t ok;
+	uint64_t errors;
+	uint64_t aborted;
+	uint64_t bad_messages; /* undecodable or unexpected messages */
+	uint64_t in_flight;
+};
+
+struct pw_server;
+
+/* Strings of o must outlive the server (keys included). */
+int pw_server_start(const struct pw_server_opts *o, struct pw_server **ret);
+/*
+ * Graceful stop: new chat_req get 503 "worker_stopping"; calls in flight
+ * may finish for up to grace_ms, the rest are aborted (usage "aborted");
+ * queued stream chunks get a moment to leave.  Returns when no call is
+ * left.
+ */
+void pw_server_stop(struct pw_server *s, int grace_ms);
+void pw_server_stats(struct pw_server *s, struct pw_server_stats *ret);
+/* Stops (at once) if not stopped, closes the sockets, frees everything. */
+void pw_server_free(struct pw_server *s);
+
+#endif
