@@ -125,9 +125,10 @@ static const struct cfg_var cfg_table[] = {
 	    OFF(block_seconds), "how long a subject stays blocked"},
 	{"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10,
 	    OFF(max_retries), "upstream retries per request"},
-	{"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT,
-	    AIPROXY_MODELS_DEFAULT, 1, 1024, OFF(models_file),
-	    "model table: ids, aliases, prices"},
+	{"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,
+	    1024, OFF(models_file),
+	    "model table: ids, aliases, prices (unset: config/models.json of "
+	    "the source tree built)"},
 	{"AI_PROXY_STATE_DIR", CFG_T_STR, CFG_ALL, "./var", 1, 1024,
 	    OFF(state_dir), "folder for SQLite, journals"},
 };
@@ -457,6 +458,10 @@ cfg_load(struct cfg *c, unsigned mask, char *const *envp,
 		rv = cfg_set(c, v, val, err, errlen);
 	}
 	kv_free(file, nfile);
+	if (rv == 0 && (mask & (CFG_GW | CFG_PW | CFG_ACCT)) &&
+	    c->models_file == NULL &&
+	    (c->models_file = strdup(AIPROXY_MODELS_DEFAULT)) == NULL)
+		rv = cfg_err(err, errlen, "AI_PROXY_MODELS_FILE: out of memory");
 	if (rv == 0 && (mask & (CFG_GW | CFG_RL)) &&
 	    c->rate_limit_per_ip_minute == 0)
 		c->rate_limit_per_ip_minute = 3 * c->rate_limit_per_minute;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "models.h"
 
 static void
 daemon_usage(const char *name)
@@ -65,6 +66,25 @@ daemon_setup(int argc, char **argv, const char *name, unsigned mask,
 			exit(1);
 		}
 		fatal("configuration invalid: %s", err);
+	}
+	if (ret->models_file != NULL) {
+		struct model_table *models = NULL;
+
+		/* The model table is configuration too: check it here. */
+		if (models_load(ret->models_file, &models, err, sizeof(err)) !=
+		    0) {
+			cfg_free(ret);
+			if (check_only) {
+				fprintf(stderr,
+				    "configuration invalid: "
+				    "AI_PROXY_MODELS_FILE: %s\n",
+				    err);
+				exit(1);
+			}
+			fatal("configuration invalid: AI_PROXY_MODELS_FILE: %s",
+			    err);
+		}
+		models_free(models);
 	}
 	if (check_only) {
 		fprintf(stderr, "configuration OK\n");
