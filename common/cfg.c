@@ -36,7 +36,8 @@ static const struct cfg_var cfg_table[] = {
 	    OFF(default_max_tokens),
 	    "max_tokens used when a request gives none (capped by "
 	    "AI_PROXY_MAX_TOKENS)"},
-	{"AI_PROXY_TIMEOUT_SECONDS", CFG_T_INT, CFG_GW | CFG_PW, "60", 1, 3600,
+	{"AI_PROXY_TIMEOUT_SECONDS", CFG_T_INT, CFG_GW | CFG_RL | CFG_PW, "60",
+	    1, 3600,
 	    OFF(timeout_seconds), "upstream deadline per request (then 504)"},
 	{"AI_PROXY_CACHE_TTL_SECONDS", CFG_T_INT, CFG_PW, "3600", 0, 604800,
 	    OFF(cache_ttl_seconds), "response cache lifetime (0: no cache)"},
@@ -93,8 +94,9 @@ static const struct cfg_var cfg_table[] = {
 	NNG("AI_PROXY_RATELIMITER_URL", "tcp://127.0.0.1:7110", CFG_GW | CFG_RL,
 	    ratelimiter_url, "ratelimiter listens (rep), gateway dials (req)"),
 	NNG("AI_PROXY_ACCOUNTANT_URL", "tcp://127.0.0.1:7120",
-	    CFG_GW | CFG_ACCT, accountant_url,
-	    "accountant listens (rep), gateway dials (req)"),
+	    CFG_GW | CFG_RL | CFG_PW | CFG_ACCT, accountant_url,
+	    "accountant listens (rep); gateway, ratelimiter and workers dial "
+	    "(req)"),
 	NNG("AI_PROXY_USAGE_URL", "tcp://127.0.0.1:7121", CFG_PW | CFG_ACCT,
 	    usage_url, "accountant listens (sub), workers dial (pub)"),
 	{"AI_PROXY_WORKERS", CFG_T_INT, CFG_PW, "2", 1, 256, OFF(workers),
@@ -123,6 +125,10 @@ static const struct cfg_var cfg_table[] = {
 	    "comma-separated proxy IPs whose X-Forwarded-For is honoured"},
 	{"AI_PROXY_BLOCK_SECONDS", CFG_T_INT, CFG_GW | CFG_RL, "900", 1, 604800,
 	    OFF(block_seconds), "how long a subject stays blocked"},
+	{"AI_PROXY_RATELIMITER_REPLICAS", CFG_T_INT, CFG_RL, "1", 1, 1000,
+	    OFF(ratelimiter_replicas),
+	    "ratelimiters sharing Redis: while Redis is down each enforces "
+	    "1/N of every limit in process"},
 	{"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10,
 	    OFF(max_retries), "upstream retries per request"},
 	{"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,

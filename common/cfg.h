@@ -75,6 +75,7 @@ struct cfg {
 	char *jwt_secret;
 	char *trusted_proxies;
 	int64_t block_seconds;
+	int64_t ratelimiter_replicas;
 	int64_t max_retries;
 	char *models_file;
 	char *state_dir;

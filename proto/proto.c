@@ -103,6 +103,15 @@ static const char *const msg_type_names[MSG_MAX] = {
     [MSG_ANALYTICS_REQ] = "analytics_req",
     [MSG_ANALYTICS_RESP] = "analytics_resp",
     [MSG_ACK] = "ack",
+    [MSG_USAGE_SYNC] = "usage_sync",
+    [MSG_USAGE_BATCH] = "usage_batch",
+    [MSG_USAGE_ACK] = "usage_ack",
+    [MSG_COST_TODAY_REQ] = "cost_today_req",
+    [MSG_COST_TODAY_RESP] = "cost_today_resp",
+    [MSG_THREAT_REPORT] = "threat_report",
+    [MSG_BLOCK_LIST] = "block_list",
+    [MSG_BLOCK_LIST_RESP] = "block_list_resp",
+    [MSG_UNBLOCK] = "unblock",
 };
 
 static const char *const subject_types[] = {"user", "session", NULL};
@@ -318,6 +327,99 @@ static const struct proto_field fields_ack[] = {
 };
 DESC(ack, MSG_ACK, NULL);
 
+static const char *const usage_ack_codes[] = {
+    "ok", "busy", "unavailable", NULL};
+
+static const struct proto_field fields_usage_sync[] = {
+    F_RID(usage_sync),
+    F_STR(usage_sync, worker_id, PF_NE | PF_PRINT),
+    F_INT(usage_sync, last_seq, 0, INT64_MAX),
+};
+DESC(usage_sync, MSG_USAGE_SYNC, NULL);
+
+/* A batch is one contiguous run of a journal. */
+static bool
+usage_batch_valid(const void *p)
+{
+	const struct msg_usage_batch *m = p;
+
+	return m->last_seq >= m->first_seq &&
+	       m->last_seq - m->first_seq == m->count - 1;
+}
+
+static const struct proto_field fields_usage_batch[] = {
+    F_RID(usage_batch),
+    F_STR(usage_batch, worker_id, PF_NE | PF_PRINT),
+    F_INT(usage_batch, first_seq, 1, INT64_MAX),
+    F_INT(usage_batch, last_seq, 1, INT64_MAX),
+    F_INT(usage_batch, count, 1, PROTO_USAGE_BATCH_MAX),
+};
+DESC_PAYLOAD(usage_batch, MSG_USAGE_BATCH, usage_batch_valid);
+
+static const struct proto_field fields_usage_ack[] = {
+    F_RID(usage_ack),
+    F_STR(usage_ack, worker_id, PF_NE | PF_PRINT),
+    F_INT(usage_ack, committed_seq, 0, INT64_MAX),
+    F_ENUM(usage_ack, code, usage_ack_codes),
+};
+DESC(usage_ack, MSG_USAGE_ACK, NULL);
+
+static const struct proto_field fields_cost_today_req[] = {
+    F_RID(cost_today_req),
+    F_ENUM(cost_today_req, subject_type, subject_types),
+    F_STR(cost_today_req, subject_id, PF_NE | PF_PRINT),
+};
+DESC(cost_today_req, MSG_COST_TODAY_REQ, NULL);
+
+static const struct proto_field fields_cost_today_resp[] = {
+    F_RID(cost_today_resp),
+    F_STR(cost_today_resp, day, PF_NE | PF_PRINT),
+    F_MONEY(cost_today_resp, micro_usd),
+    F_ENUM(cost_today_resp, code, usage_ack_codes),
+};
+DESC(cost_today_resp, MSG_COST_TODAY_RESP, NULL);
+
+static const char *const block_kinds[] = {"user", "session", "ip", NULL};
+
+/* A subject needs both its type and its id, or neither. */
+static bool
+threat_report_valid(const void *p)
+{
+	const struct msg_threat_report *m = p;
+
+	return (m->subject_type[0] == '\0') == (m->subject_id[0] == '\0');
+}
+
+static const struct proto_field fields_threat_report[] = {
+    F_RID(threat_report),
+    F_ENUM(threat_report, subject_type, subject_types_opt),
+    F_STR(threat_report, subject_id, PF_PRINT),
+    F_STR(threat_report, ip, PF_NE | PF_PRINT),
+    F_STR(threat_report, reason, PF_NE | PF_ID),
+    F_INT(threat_report, points, 1, PROTO_THREAT_MAX),
+};
+DESC(threat_report, MSG_THREAT_REPORT, threat_report_valid);
+
+static const struct proto_field fields_block_list[] = {
+    F_RID(block_list),
+    F_INT(block_list, max, 1, PROTO_BLOCK_LIST_MAX),
+};
+DESC(block_list, MSG_BLOCK_LIST, NULL);
+
+static const struct proto_field fields_block_list_resp[] = {
+    F_RID(block_list_resp),
+    F_TOKENS(block_list_resp, total),
+    F_BOOL(block_list_resp, degraded),
+};
+DESC_PAYLOAD(block_list_resp, MSG_BLOCK_LIST_RESP, NULL);
+
+static const struct proto_field fields_unblock[] = {
+    F_RID(unblock),
+    F_ENUM(unblock, kind, block_kinds),
+    F_STR(unblock, id, PF_NE | PF_PRINT),
+};
+DESC(unblock, MSG_UNBLOCK, NULL);
+
 static const struct proto_desc *const proto_descs[MSG_MAX] = {
     [MSG_PING] = &desc_ping,
     [MSG_PONG] = &desc_pong,
@@ -338,6 +440,15 @@ static const struct proto_desc *const proto_descs[MSG_MAX] = {
     [MSG_ANALYTICS_REQ] = &desc_analytics_req,
     [MSG_ANALYTICS_RESP] = &desc_analytics_resp,
     [MSG_ACK] = &desc_ack,
+    [MSG_USAGE_SYNC] = &desc_usage_sync,
+    [MSG_USAGE_BATCH] = &desc_usage_batch,
+    [MSG_USAGE_ACK] = &desc_usage_ack,
+    [MSG_COST_TODAY_REQ] = &desc_cost_today_req,
+    [MSG_COST_TODAY_RESP] = &desc_cost_today_resp,
+    [MSG_THREAT_REPORT] = &desc_threat_report,
+    [MSG_BLOCK_LIST] = &desc_block_list,
+    [MSG_BLOCK_LIST_RESP] = &desc_block_list_resp,
+    [MSG_UNBLOCK] = &desc_unblock,
 };
 
 const char *
@@ -828,6 +939,15 @@ PROTO_DEFINE(status_resp)
 PROTO_DEFINE(analytics_req)
 PROTO_DEFINE(analytics_resp)
 PROTO_DEFINE(ack)
+PROTO_DEFINE(usage_sync)
+PROTO_DEFINE(usage_batch)
+PROTO_DEFINE(usage_ack)
+PROTO_DEFINE(cost_today_req)
+PROTO_DEFINE(cost_today_resp)
+PROTO_DEFINE(threat_report)
+PROTO_DEFINE(block_list)
+PROTO_DEFINE(block_list_resp)
+PROTO_DEFINE(unblock)
 
 int
 proto_topic_wrap(

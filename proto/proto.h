@@ -16,15 +16,18 @@
  *   AI_PROXY_ACCOUNTANT_URL   accountant (rep)   gateway (req)      req/rep
  *   AI_PROXY_USAGE_URL        accountant (sub)   provider-workers   pub/sub
  * "usage "
+ *   AI_PROXY_ACCOUNTANT_URL   accountant (rep)   provider-workers   req/rep
+ *                             (usage_sync/usage_batch), ratelimiter
+ *                             (cost_today_req)
  *
  * Wire format.  A message is one line of compact JSON (the header) ended by
  * '\n', followed by exactly "payload_len" raw bytes for the messages that
  * carry a payload (chat_req, chat_resp, stream_chunk, status_resp,
- * analytics_resp); the others end right after the '\n'.  The header always
- * holds "v" (PROTO_VERSION) and "type" (msg_type_str()), then every field of
- * the message's struct under the field's own name, then "payload_len" when
- * the message carries a payload.  A header line is at most PROTO_HEADER_MAX
- * bytes.
+ * analytics_resp, usage_batch); the others end right after the '\n'.
+ * The header always holds "v" (PROTO_VERSION) and "type"
+ * (msg_type_str()), then every field of the message's struct under the
+ * field's own name, then "payload_len" when the message carries a payload.
+ * A header line is at most PROTO_HEADER_MAX bytes.
  *
  * Decoding is strict; the error rule is:
  *   -EPROTO           the bytes are not a well-formed message of that type:
@@ -116,6 +119,19 @@ enum msg_type {
 	MSG_ANALYTICS_RESP,
 	/* generic reply */
 	MSG_ACK,
+	/* provider-worker -> accountant, req/rep (journal catch-up); reply
+	   MSG_USAGE_ACK */
+	MSG_USAGE_SYNC,  /* what of my journal is in the database? */
+	MSG_USAGE_BATCH, /* journal events after committed_seq, re-sent */
+	MSG_USAGE_ACK,
+	/* ratelimiter -> accountant, req/rep; reply MSG_COST_TODAY_RESP */
+	MSG_COST_TODAY_REQ,
+	MSG_COST_TODAY_RESP,
+	/* gateway -> ratelimiter, req/rep: threat signals and blocks */
+	MSG_THREAT_REPORT, /* reply MSG_ACK, code "ok" or "blocked" */
+	MSG_BLOCK_LIST,    /* admin; reply MSG_BLOCK_LIST_RESP */
+	MSG_BLOCK_LIST_RESP,
+	MSG_UNBLOCK, /* admin; reply MSG_ACK, ok=false code "not_found" */
 	MSG_MAX
 };
 
@@ -309,6 +325,94 @@ struct msg_ack {
 	char message[PROTO_MSG_TEXT_MAX + 1];
 };
 
+/*
+ * Journal catch-up (see common/usage_sender.h).  worker_id names one
+ * journal ("<AI_PROXY_WORKER_ID>:<journal epoch>"), the same string as
+ * the worker_id of the usage events it holds.  committed_seq is the
+ * highest S such that events 1..S of that journal are all in the
+ * database.  code: "ok"; "busy" (queue full, try later); "unavailable"
+ * (database down; committed_seq is then the last known value, maybe 0).
+ */
+#define PROTO_USAGE_BATCH_MAX 1000 /* events in one usage_batch */
+
+struct msg_usage_sync {
+	char request_id[PROTO_ID_MAX + 1];
+	char worker_id[PROTO_NAME_MAX + 1]; /* (ne) */
+	int64_t last_seq;                   /* highest seq journaled, 0.. */
+};
+
+/* payload: count encoded usage_event messages back to back (each ends with
+ * its '\n'), seqs first_seq..last_seq in order, all of worker_id. */
+struct msg_usage_batch {
+	char request_id[PROTO_ID_MAX + 1];
+	char worker_id[PROTO_NAME_MAX + 1]; /* (ne) */
+	int64_t first_seq;                  /* 1.. */
+	int64_t last_seq;                   /* first_seq + count - 1 */
+	int64_t count;                      /* 1..PROTO_USAGE_BATCH_MAX */
+	const char *payload;                /* borrowed */
+	size_t payload_len;
+};
+
+struct msg_usage_ack {
+	char request_id[PROTO_ID_MAX + 1];
+	char worker_id[PROTO_NAME_MAX + 1]; /* (ne) */
+	int64_t committed_seq;              /* 0.. */
+	char code[PROTO_ENUM_MAX + 1];      /* "ok"|"busy"|"unavailable" */
+};
+
+/* The settled cost of a subject on the current UTC day. */
+struct msg_cost_today_req {
+	char request_id[PROTO_ID_MAX + 1];
+	char subject_type[PROTO_ENUM_MAX + 1];  /* "user"|"session" */
+	char subject_id[PROTO_SUBJECT_MAX + 1]; /* (ne) */
+};
+
+struct msg_cost_today_resp {
+	char request_id[PROTO_ID_MAX + 1];
+	char day[PROTO_ENUM_MAX + 1];  /* (ne) "YYYY-MM-DD", UTC */
+	int64_t micro_usd;             /* money; 0 when unavailable */
+	char code[PROTO_ENUM_MAX + 1]; /* "ok"|"busy"|"unavailable" */
+};
+
+/*
+ * Threat signals and blocks (services/ratelimiter/rl_limits.h has the
+ * rules).  threat_report: points a subject and/or client IP earned outside
+ * limit_check (reason e.g. "invalid_request", "auth_failure").  Blocks are
+ * named by kind "user", "session" or "ip" and id (subject id or address).
+ * block_list_resp's payload is a JSON array, oldest block first:
+ *   [{"kind":"ip","id":"203.0.113.7","until":<unix seconds>,
+ *     "retry_after_s":<seconds left>,"reason":"session_churn"}, ...]
+ */
+#define PROTO_BLOCK_LIST_MAX 1000
+
+struct msg_threat_report {
+	char request_id[PROTO_ID_MAX + 1];
+	char subject_type[PROTO_ENUM_MAX + 1];  /* ""|"user"|"session" */
+	char subject_id[PROTO_SUBJECT_MAX + 1]; /* "" iff subject_type "" */
+	char ip[PROTO_IP_MAX + 1];              /* (ne) */
+	char reason[PROTO_NAME_MAX + 1];        /* (ne) identifier */
+	int64_t points;                         /* 1..PROTO_THREAT_MAX */
+};
+
+struct msg_block_list {
+	char request_id[PROTO_ID_MAX + 1];
+	int64_t max; /* entries wanted, 1..PROTO_BLOCK_LIST_MAX */
+};
+
+struct msg_block_list_resp {
+	char request_id[PROTO_ID_MAX + 1];
+	int64_t total; /* blocks in force (may exceed the entries), counts */
+	bool degraded; /* from the in-process fallback, not Redis */
+	const char *payload; /* JSON array; borrowed */
+	size_t payload_len;
+};
+
+struct msg_unblock {
+	char request_id[PROTO_ID_MAX + 1];
+	char kind[PROTO_ENUM_MAX + 1];  /* "user"|"session"|"ip" */
+	char id[PROTO_SUBJECT_MAX + 1]; /* (ne) */
+};
+
 /* Storage for any message, for code that handles several kinds. */
 union proto_msg {
 	struct msg_ping ping;
@@ -330,6 +434,15 @@ union proto_msg {
 	struct msg_analytics_req analytics_req;
 	struct msg_analytics_resp analytics_resp;
 	struct msg_ack ack;
+	struct msg_usage_sync usage_sync;
+	struct msg_usage_batch usage_batch;
+	struct msg_usage_ack usage_ack;
+	struct msg_cost_today_req cost_today_req;
+	struct msg_cost_today_resp cost_today_resp;
+	struct msg_threat_report threat_report;
+	struct msg_block_list block_list;
+	struct msg_block_list_resp block_list_resp;
+	struct msg_unblock unblock;
 };
 
 /* "ping", "limit_check", ...; "none" for MSG_NONE or an unknown value. */
@@ -427,6 +540,41 @@ int msg_analytics_resp_decode(
     const char *buf, size_t len, struct msg_analytics_resp *ret);
 int msg_ack_encode(const struct msg_ack *m, char **ret_buf, size_t *ret_len);
 int msg_ack_decode(const char *buf, size_t len, struct msg_ack *ret);
+int msg_usage_sync_encode(
+    const struct msg_usage_sync *m, char **ret_buf, size_t *ret_len);
+int msg_usage_sync_decode(
+    const char *buf, size_t len, struct msg_usage_sync *ret);
+int msg_usage_batch_encode(
+    const struct msg_usage_batch *m, char **ret_buf, size_t *ret_len);
+int msg_usage_batch_decode(
+    const char *buf, size_t len, struct msg_usage_batch *ret);
+int msg_usage_ack_encode(
+    const struct msg_usage_ack *m, char **ret_buf, size_t *ret_len);
+int msg_usage_ack_decode(
+    const char *buf, size_t len, struct msg_usage_ack *ret);
+int msg_cost_today_req_encode(
+    const struct msg_cost_today_req *m, char **ret_buf, size_t *ret_len);
+int msg_cost_today_req_decode(
+    const char *buf, size_t len, struct msg_cost_today_req *ret);
+int msg_cost_today_resp_encode(
+    const struct msg_cost_today_resp *m, char **ret_buf, size_t *ret_len);
+int msg_cost_today_resp_decode(
+    const char *buf, size_t len, struct msg_cost_today_resp *ret);
+int msg_threat_report_encode(
+    const struct msg_threat_report *m, char **ret_buf, size_t *ret_len);
+int msg_threat_report_decode(
+    const char *buf, size_t len, struct msg_threat_report *ret);
+int msg_block_list_encode(
+    const struct msg_block_list *m, char **ret_buf, size_t *ret_len);
+int msg_block_list_decode(
+    const char *buf, size_t len, struct msg_block_list *ret);
+int msg_block_list_resp_encode(
+    const struct msg_block_list_resp *m, char **ret_buf, size_t *ret_len);
+int msg_block_list_resp_decode(
+    const char *buf, size_t len, struct msg_block_list_resp *ret);
+int msg_unblock_encode(
+    const struct msg_unblock *m, char **ret_buf, size_t *ret_len);
+int msg_unblock_decode(const char *buf, size_t len, struct msg_unblock *ret);
 
 /*
  * Pub/sub topics.  wrap: *ret = topic followed by buf (caller frees).

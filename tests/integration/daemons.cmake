@@ -5,6 +5,7 @@ if(TARGET aiproxy-ratelimiter AND TARGET aiproxy-accountant
 	aiproxy_add_test(NAME daemons_test
 		SOURCES ${CMAKE_CURRENT_LIST_DIR}/daemons_test.c
 		LIBS harness common proto nng::nng PkgConfig::JANSSON
+		PkgConfig::SQLITE
 		TIMEOUT 180
 		LABELS integration)
 	# ctest runs the binaries: build them with the test.

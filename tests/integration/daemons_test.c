@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sqlite3.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -508,7 +509,7 @@ START_TEST(ratelimiter_answers_each_message)
 	t_dmn_start(&d, NULL);
 	t_wait_pong(&d, d.rl_url, "ratelimiter");
 
-	/* limit_check: allowed, with the configured limit (placeholder). */
+	/* limit_check: allowed, one of the configured limit used. */
 	ck_assert_int_eq(
 	    t_call(d.rl_url, MSG_LIMIT_CHECK, &check, T_CALL_MS, &r, &rt, &buf),
 	    0);
@@ -517,8 +518,9 @@ START_TEST(ratelimiter_answers_each_message)
 	ck_assert(r.limit_verdict.allow);
 	ck_assert_str_eq(r.limit_verdict.code, "ok");
 	ck_assert_int_eq(r.limit_verdict.limit, 42);
-	ck_assert_int_eq(r.limit_verdict.remaining, 42);
-	ck_assert_int_eq(r.limit_verdict.reset_s, 60);
+	ck_assert_int_eq(r.limit_verdict.remaining, 41);
+	/* GCRA: one emission interval (60 s / 42) until full, rounded up. */
+	ck_assert_int_eq(r.limit_verdict.reset_s, 2);
 	ck_assert_int_eq(r.limit_verdict.retry_after_s, 0);
 	ck_assert(!r.limit_verdict.degraded);
 	free(buf);
@@ -574,7 +576,7 @@ START_TEST(ratelimiter_answers_each_message)
 	ck_assert_str_eq(
 	    json_string_value(json_object_get(doc, "backend")), "memory");
 	ck_assert_str_eq(json_string_value(json_object_get(doc, "limits")),
-	    "not enforced yet");
+	    "enforced");
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(doc, "per_minute")), 42);
 	ck_assert_int_eq(
@@ -630,7 +632,7 @@ START_TEST(accountant_pings_and_stops_on_sigterm)
 	t_dmn_start(&d, NULL);
 	t_wait_pong(&d, d.acct_url, "accountant");
 	/* The (missing, nested) state folder and the ledger were created. */
-	t_path(path, sizeof(path), "%s/usage-events.jsonl", d.state_dir);
+	t_path(path, sizeof(path), "%s/aiproxy.db", d.state_dir);
 	ck_assert_int_eq(stat(path, &st), 0);
 	t_dmn_stop(&d, SIGTERM);
 	ck_assert(t_file_contains(d.log, "\"msg\":\"stopped\""));
@@ -662,12 +664,15 @@ START_TEST(accountant_answers_status_and_analytics)
 	    0);
 	ck_assert_int_eq(rt, MSG_ANALYTICS_RESP);
 	ck_assert_str_eq(r.analytics_resp.request_id, "req_an");
-	ck_assert_int_eq(r.analytics_resp.status, 501);
+	ck_assert_int_eq(r.analytics_resp.status, 200);
 	doc = json_loadb(
 	    r.analytics_resp.payload, r.analytics_resp.payload_len, 0, NULL);
 	ck_assert_ptr_nonnull(doc);
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "error")),
-	    "not implemented yet");
+	/* An empty ledger: nothing yet, one series entry per day asked. */
+	ck_assert_int_eq(json_integer_value(json_object_get(
+			     json_object_get(doc, "totals"), "requests")),
+	    0);
+	ck_assert_int_eq(json_array_size(json_object_get(doc, "series")), 7);
 	json_decref(doc);
 	free(buf);
 
@@ -687,7 +692,7 @@ START_TEST(accountant_answers_status_and_analytics)
 	    r.status_resp.payload, r.status_resp.payload_len, 0, NULL);
 	ck_assert_ptr_nonnull(doc);
 	ck_assert_str_eq(
-	    json_string_value(json_object_get(doc, "ledger")), "jsonl");
+	    json_string_value(json_object_get(doc, "ledger")), "sqlite");
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(doc, "events_received")), 0);
 	ck_assert_int_eq(
@@ -799,42 +804,56 @@ t_wait_events(struct t_dmn *d, int64_t n)
 	}
 }
 
+/* The ledger row of ev, read back from the accountant's SQLite file. */
 static void
-t_check_ledger_line(const char *line, const struct msg_usage_event *ev)
+t_check_ledger_row(sqlite3 *db, const struct msg_usage_event *ev)
 {
-	json_error_t err;
-	json_t *doc = json_loads(line, 0, &err);
+	static const char *const q =
+	    "SELECT request_id, worker_id, subject_id, model, status, "
+	    "input_tokens, cache_write_tokens, cost_micro_usd, cached "
+	    "FROM usage_events WHERE event_id = ?";
+	sqlite3_stmt *st;
 
-	ck_assert_msg(doc != NULL, "ledger line is not JSON: %s", err.text);
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "request_id")),
+	ck_assert_int_eq(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
+	sqlite3_bind_text(st, 1, ev->event_id, -1, SQLITE_STATIC);
+	ck_assert_msg(sqlite3_step(st) == SQLITE_ROW, "no row for %s",
+	    ev->event_id);
+	ck_assert_str_eq((const char *)sqlite3_column_text(st, 0),
 	    ev->request_id);
 	ck_assert_str_eq(
-	    json_string_value(json_object_get(doc, "event_id")), ev->event_id);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(doc, "seq")), ev->seq);
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "worker_id")),
-	    ev->worker_id);
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "subject_id")),
-	    ev->subject_id);
+	    (const char *)sqlite3_column_text(st, 1), ev->worker_id);
 	ck_assert_str_eq(
-	    json_string_value(json_object_get(doc, "model")), ev->model);
-	ck_assert_str_eq(
-	    json_string_value(json_object_get(doc, "status")), ev->status);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(doc, "input_tokens")),
-	    ev->input_tokens);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(doc, "cache_write_tokens")),
-	    ev->cache_write_tokens);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(doc, "cost_micro_usd")),
-	    ev->cost_micro_usd);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(doc, "ts_ms")), ev->ts_ms);
-	ck_assert(json_is_false(json_object_get(doc, "cached")));
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(doc, "http_status")), 200);
-	json_decref(doc);
+	    (const char *)sqlite3_column_text(st, 2), ev->subject_id);
+	ck_assert_str_eq((const char *)sqlite3_column_text(st, 3), ev->model);
+	ck_assert_str_eq((const char *)sqlite3_column_text(st, 4), ev->status);
+	ck_assert_int_eq(sqlite3_column_int64(st, 5), ev->input_tokens);
+	ck_assert_int_eq(sqlite3_column_int64(st, 6), ev->cache_write_tokens);
+	ck_assert_int_eq(sqlite3_column_int64(st, 7), ev->cost_micro_usd);
+	ck_assert_int_eq(sqlite3_column_int64(st, 8), 0);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+}
+
+/* Polls the status until events_committed reaches n. */
+static void
+t_wait_committed(struct t_dmn *d, int64_t n)
+{
+	int64_t deadline = clock_mono_ms() + T_READY_MS;
+	json_t *doc;
+
+	for (;;) {
+		doc = t_status_payload(d->acct_url, "accountant");
+		if (json_integer_value(
+			json_object_get(doc, "events_committed")) >= n) {
+			json_decref(doc);
+			return;
+		}
+		json_decref(doc);
+		ck_assert_msg(clock_mono_ms() < deadline,
+		    "accountant: fewer than %lld events committed (log %s)",
+		    (long long)n, d->log);
+		t_nap_ms(10);
+	}
 }
 
 START_TEST(accountant_ledgers_usage_events)
@@ -845,16 +864,18 @@ START_TEST(accountant_ledgers_usage_events)
 	struct msg_cancel cancel = {.request_id = "req_other"};
 	nng_socket pub;
 	char path[PATH_MAX];
-	char *ledger, *nl, *buf;
+	char *buf;
 	size_t len;
 	int64_t deadline;
 	json_t *doc;
+	sqlite3 *db;
+	sqlite3_stmt *st;
 	struct t_dmn d;
 
 	ck_assert(t_dmn_init(&d, "accountant"));
 	t_dmn_start(&d, NULL);
 	t_wait_pong(&d, d.acct_url, "accountant");
-	t_path(path, sizeof(path), "%s/usage-events.jsonl", d.state_dir);
+	t_path(path, sizeof(path), "%s/aiproxy.db", d.state_dir);
 
 	/* Play a worker: a pub socket dialing the accountant's usage URL. */
 	atomic_store(&t_pub_pipes, 0);
@@ -872,7 +893,7 @@ START_TEST(accountant_ledgers_usage_events)
 
 	t_usage_fill(&ev1, "req_usage_1", "evt_1", 1);
 	t_publish_usage(pub, &ev1);
-	ck_assert_int_eq(h_wait_file_contains(path, "evt_1", T_READY_MS), 0);
+	t_wait_committed(&d, 1);
 
 	/* Rejected: garbage under the topic, a wrong version.  Ignored (not
 	 * subscribed): another topic.  Then one more good event. */
@@ -894,18 +915,19 @@ START_TEST(accountant_ledgers_usage_events)
 	json_decref(doc);
 	ck_assert_int_eq(nng_close(pub), 0);
 
-	/* Exactly two lines, in order, each the event's fields. */
-	ledger = h_read_file(path, &len);
-	ck_assert_ptr_nonnull(ledger);
-	ck_assert_int_gt(len, 0);
-	ck_assert_int_eq(ledger[len - 1], '\n');
-	nl = strchr(ledger, '\n');
-	*nl = '\0';
-	t_check_ledger_line(ledger, &ev1);
-	ck_assert_ptr_eq(strchr(nl + 1, '\n'), ledger + len - 1);
-	ledger[len - 1] = '\0';
-	t_check_ledger_line(nl + 1, &ev2);
-	free(ledger);
+	/* Exactly two rows, each the event's fields. */
+	t_wait_committed(&d, 2);
+	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db,
+			     "SELECT count(*) FROM usage_events", -1, &st, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	ck_assert_int_eq(sqlite3_column_int64(st, 0), 2);
+	sqlite3_finalize(st);
+	t_check_ledger_row(db, &ev1);
+	t_check_ledger_row(db, &ev2);
+	sqlite3_close(db);
 
 	t_dmn_stop(&d, SIGINT);
 	/* Each event logged at debug with its request id. */
@@ -1162,7 +1184,7 @@ START_TEST(ctl_pings_and_reads_status)
 
 		ck_assert_int_eq(t_ctl(args, out, sizeof(out)), 0);
 		ck_assert(t_file_contains(out, "\"state\":\"up\""));
-		ck_assert(t_file_contains(out, "not enforced yet"));
+		ck_assert(t_file_contains(out, "\"enforced\""));
 	}
 	t_dmn_stop(&d, SIGTERM);
 }

@@ -62,6 +62,15 @@ CODEC(status_resp)
 CODEC(analytics_req)
 CODEC(analytics_resp)
 CODEC(ack)
+CODEC(usage_sync)
+CODEC(usage_batch)
+CODEC(usage_ack)
+CODEC(cost_today_req)
+CODEC(cost_today_resp)
+CODEC(threat_report)
+CODEC(block_list)
+CODEC(block_list_resp)
+CODEC(unblock)
 
 #define CODEC_ENTRY(E, T) [E] = {codec_enc_##T, codec_dec_##T}
 static const struct codec codecs[MSG_MAX] = {
@@ -84,6 +93,15 @@ static const struct codec codecs[MSG_MAX] = {
     CODEC_ENTRY(MSG_ANALYTICS_REQ, analytics_req),
     CODEC_ENTRY(MSG_ANALYTICS_RESP, analytics_resp),
     CODEC_ENTRY(MSG_ACK, ack),
+    CODEC_ENTRY(MSG_USAGE_SYNC, usage_sync),
+    CODEC_ENTRY(MSG_USAGE_BATCH, usage_batch),
+    CODEC_ENTRY(MSG_USAGE_ACK, usage_ack),
+    CODEC_ENTRY(MSG_COST_TODAY_REQ, cost_today_req),
+    CODEC_ENTRY(MSG_COST_TODAY_RESP, cost_today_resp),
+    CODEC_ENTRY(MSG_THREAT_REPORT, threat_report),
+    CODEC_ENTRY(MSG_BLOCK_LIST, block_list),
+    CODEC_ENTRY(MSG_BLOCK_LIST_RESP, block_list_resp),
+    CODEC_ENTRY(MSG_UNBLOCK, unblock),
 };
 
 #define SET(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
@@ -113,6 +131,14 @@ msg_payload(
 	case MSG_ANALYTICS_RESP:
 		*ret_p = &u->analytics_resp.payload;
 		*ret_len = &u->analytics_resp.payload_len;
+		return true;
+	case MSG_USAGE_BATCH:
+		*ret_p = &u->usage_batch.payload;
+		*ret_len = &u->usage_batch.payload_len;
+		return true;
+	case MSG_BLOCK_LIST_RESP:
+		*ret_p = &u->block_list_resp.payload;
+		*ret_len = &u->block_list_resp.payload_len;
 		return true;
 	default:
 		return false;
@@ -279,6 +305,57 @@ fill(enum msg_type t, union proto_msg *u)
 		u->ack.ok = true;
 		SET(u->ack.code, "ok");
 		SET(u->ack.message, "");
+		break;
+	case MSG_USAGE_SYNC:
+		SET(u->usage_sync.request_id, "");
+		SET(u->usage_sync.worker_id, "w1:0123456789abcdef");
+		u->usage_sync.last_seq = 77;
+		break;
+	case MSG_USAGE_BATCH:
+		SET(u->usage_batch.request_id, "");
+		SET(u->usage_batch.worker_id, "w1:0123456789abcdef");
+		u->usage_batch.first_seq = 5;
+		u->usage_batch.last_seq = 7;
+		u->usage_batch.count = 3;
+		break;
+	case MSG_USAGE_ACK:
+		SET(u->usage_ack.request_id, "");
+		SET(u->usage_ack.worker_id, "w1:0123456789abcdef");
+		u->usage_ack.committed_seq = 6;
+		SET(u->usage_ack.code, "busy");
+		break;
+	case MSG_COST_TODAY_REQ:
+		SET(u->cost_today_req.request_id, "q7");
+		SET(u->cost_today_req.subject_type, "user");
+		SET(u->cost_today_req.subject_id, "alice");
+		break;
+	case MSG_COST_TODAY_RESP:
+		SET(u->cost_today_resp.request_id, "q7");
+		SET(u->cost_today_resp.day, "2026-01-31");
+		u->cost_today_resp.micro_usd = 123456;
+		SET(u->cost_today_resp.code, "ok");
+		break;
+	case MSG_THREAT_REPORT:
+		SET(u->threat_report.request_id, "gw-9");
+		SET(u->threat_report.subject_type, "session");
+		SET(u->threat_report.subject_id, "sess-0123456789abcdef");
+		SET(u->threat_report.ip, "203.0.113.7");
+		SET(u->threat_report.reason, "auth_failure");
+		u->threat_report.points = 10;
+		break;
+	case MSG_BLOCK_LIST:
+		SET(u->block_list.request_id, "admin-1");
+		u->block_list.max = 100;
+		break;
+	case MSG_BLOCK_LIST_RESP:
+		SET(u->block_list_resp.request_id, "admin-1");
+		u->block_list_resp.total = 2;
+		u->block_list_resp.degraded = true;
+		break;
+	case MSG_UNBLOCK:
+		SET(u->unblock.request_id, "admin-2");
+		SET(u->unblock.kind, "ip");
+		SET(u->unblock.id, "203.0.113.7");
 		break;
 	default:
 		ck_abort_msg("no filler for type %d", (int)t);
@@ -932,6 +1009,37 @@ static const struct bound_case bound_cases[] = {
     {MSG_ANALYTICS_RESP, "status", "600", -ERANGE},
     {MSG_ACK, "code", "\"not_found\"", 0},
     {MSG_ACK, "message", "\"\\u00e9\\n\"", 0},
+    {MSG_USAGE_SYNC, "worker_id", "\"\"", -ERANGE},
+    {MSG_USAGE_SYNC, "last_seq", "0", 0},
+    {MSG_USAGE_SYNC, "last_seq", "-1", -ERANGE},
+    {MSG_USAGE_BATCH, "first_seq", "0", -ERANGE},
+    {MSG_USAGE_BATCH, "first_seq", "6", -ERANGE},
+    {MSG_USAGE_BATCH, "count", "0", -ERANGE},
+    {MSG_USAGE_BATCH, "count", "1001", -ERANGE},
+    {MSG_USAGE_BATCH, "last_seq", "4", -ERANGE},
+    {MSG_USAGE_ACK, "code", "\"ok\"", 0},
+    {MSG_USAGE_ACK, "code", "\"unavailable\"", 0},
+    {MSG_USAGE_ACK, "code", "\"maybe\"", -ERANGE},
+    {MSG_USAGE_ACK, "committed_seq", "-1", -ERANGE},
+    {MSG_COST_TODAY_REQ, "subject_type", "\"\"", -ERANGE},
+    {MSG_COST_TODAY_REQ, "subject_id", "\"\"", -ERANGE},
+    {MSG_COST_TODAY_RESP, "day", "\"\"", -ERANGE},
+    {MSG_COST_TODAY_RESP, "micro_usd", "1000000000001", -ERANGE},
+    {MSG_THREAT_REPORT, "points", "0", -ERANGE},
+    {MSG_THREAT_REPORT, "points", "1000", 0},
+    {MSG_THREAT_REPORT, "points", "1001", -ERANGE},
+    {MSG_THREAT_REPORT, "subject_type", "\"\"", -ERANGE},
+    {MSG_THREAT_REPORT, "subject_id", "\"\"", -ERANGE},
+    {MSG_THREAT_REPORT, "ip", "\"\"", -ERANGE},
+    {MSG_THREAT_REPORT, "reason", "\"\"", -ERANGE},
+    {MSG_THREAT_REPORT, "reason", "\"bad reason\"", -ERANGE},
+    {MSG_BLOCK_LIST, "max", "0", -ERANGE},
+    {MSG_BLOCK_LIST, "max", "1000", 0},
+    {MSG_BLOCK_LIST, "max", "1001", -ERANGE},
+    {MSG_BLOCK_LIST_RESP, "total", "0", 0},
+    {MSG_UNBLOCK, "kind", "\"user\"", 0},
+    {MSG_UNBLOCK, "kind", "\"admin\"", -ERANGE},
+    {MSG_UNBLOCK, "id", "\"\"", -ERANGE},
 };
 
 START_TEST(test_bounds)

@@ -1,0 +1,2 @@
+DROP TABLE usage_streams;
+DROP TABLE usage_events;

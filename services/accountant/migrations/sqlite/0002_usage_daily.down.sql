@@ -1,0 +1,2 @@
+DROP TRIGGER usage_events_daily;
+DROP TABLE usage_daily;
