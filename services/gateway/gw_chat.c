@@ -82,12 +82,269 @@ gw_stab_remove(struct gw *gw, struct gw_req *r)
 
 /* ---- results ---- */
 
+/*
+ * A quick, allocation-free check that buf is one JSON text jansson would
+ * certainly accept (json_loadb with JSON_DECODE_ANY).  Conservative:
+ * false means "not sure" (bad syntax, or a case where jansson's verdict
+ * needs its own parser: big numbers, \u0000, surrogate escapes, deep
+ * nesting), never "invalid".
+ */
+#define QJ_MAX_DEPTH 64
+
+static bool
+qj_ws(unsigned char c)
+{
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static bool
+qj_hex(unsigned char c, unsigned *v)
+{
+	if (c >= '0' && c <= '9')
+		*v = (unsigned)(c - '0');
+	else if (c >= 'a' && c <= 'f')
+		*v = (unsigned)(c - 'a' + 10);
+	else if (c >= 'A' && c <= 'F')
+		*v = (unsigned)(c - 'A' + 10);
+	else
+		return false;
+	return true;
+}
+
+/* One strict UTF-8 sequence at p[0..left); its length, or 0. */
+static size_t
+qj_utf8(const unsigned char *p, size_t left)
+{
+	unsigned c = p[0], v;
+	size_t n;
+
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		v = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		v = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		v = c & 0x07;
+	} else {
+		return 0;
+	}
+	if (left < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		v = (v << 6) | (p[i] & 0x3f);
+	}
+	if ((n == 3 && v < 0x800) || (n == 4 && v < 0x10000) || v > 0x10ffff ||
+	    (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* The string starting after its opening quote at *i; true and *i past
+ * the closing quote when sure. */
+static bool
+qj_string(const unsigned char *p, size_t len, size_t *i)
+{
+	size_t k = *i, n;
+
+	while (k < len) {
+		unsigned char c = p[k];
+
+		if (c == '"') {
+			*i = k + 1;
+			return true;
+		}
+		if (c < 0x20)
+			return false;
+		if (c == '\\') {
+			unsigned v = 0, h;
+
+			if (++k >= len)
+				return false;
+			c = p[k];
+			if (c == 'u') {
+				if (len - k < 5)
+					return false;
+				for (int j = 1; j <= 4; j++) {
+					if (!qj_hex(p[k + (size_t)j], &h))
+						return false;
+					v = (v << 4) | h;
+				}
+				if (v == 0 || (v >= 0xd800 && v <= 0xdfff))
+					return false;
+				k += 5;
+				continue;
+			}
+			if (strchr("\"\\/bfnrt", c) == NULL || c == '\0')
+				return false;
+			k++;
+			continue;
+		}
+		if (c < 0x80) {
+			k++;
+			continue;
+		}
+		if ((n = qj_utf8(p + k, len - k)) == 0)
+			return false;
+		k += n;
+	}
+	return false;
+}
+
+static bool
+qj_number(const unsigned char *p, size_t len, size_t *i)
+{
+	size_t k = *i, start = k, digits = 0, expdigits = 0;
+	bool real = false;
+
+	if (k < len && p[k] == '-')
+		k++;
+	if (k < len && p[k] == '0') {
+		k++;
+		digits = 1;
+	} else {
+		while (k < len && p[k] >= '0' && p[k] <= '9') {
+			k++;
+			digits++;
+		}
+	}
+	if (digits == 0)
+		return false;
+	if (k < len && p[k] == '.') {
+		size_t f = 0;
+
+		real = true;
+		k++;
+		while (k < len && p[k] >= '0' && p[k] <= '9') {
+			k++;
+			f++;
+		}
+		if (f == 0)
+			return false;
+	}
+	if (k < len && (p[k] == 'e' || p[k] == 'E')) {
+		real = true;
+		k++;
+		if (k < len && (p[k] == '+' || p[k] == '-'))
+			k++;
+		while (k < len && p[k] >= '0' && p[k] <= '9') {
+			k++;
+			expdigits++;
+		}
+		if (expdigits == 0 || expdigits > 2)
+			return false;
+	}
+	/* Integers that surely fit json_int_t, reals that surely fit a
+	 * double: the rest is jansson's call. */
+	if ((!real && digits > 18) || (real && k - start > 24))
+		return false;
+	*i = k;
+	return true;
+}
+
+static bool
+qj_sure(const char *buf, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)buf;
+	char stack[QJ_MAX_DEPTH];
+	int depth = 0;
+	size_t i = 0;
+	bool want_value = true; /* else: want ',' or a closer */
+
+	for (;;) {
+		while (i < len && qj_ws(p[i]))
+			i++;
+		if (i >= len)
+			return false;
+		if (want_value) {
+			unsigned char c = p[i];
+
+			if (c == '{' || c == '[') {
+				if (depth >= QJ_MAX_DEPTH)
+					return false;
+				stack[depth++] = (char)c;
+				i++;
+				while (i < len && qj_ws(p[i]))
+					i++;
+				if (i < len && p[i] == (c == '{' ? '}' : ']')) {
+					depth--;
+					i++;
+					want_value = false;
+					goto after_value;
+				}
+				if (c == '{')
+					goto key;
+				continue;
+			}
+			if (c == '"') {
+				i++;
+				if (!qj_string(p, len, &i))
+					return false;
+			} else if (c == '-' || (c >= '0' && c <= '9')) {
+				if (!qj_number(p, len, &i))
+					return false;
+			} else if (len - i >= 4 &&
+				   memcmp(p + i, "true", 4) == 0) {
+				i += 4;
+			} else if (len - i >= 5 &&
+				   memcmp(p + i, "false", 5) == 0) {
+				i += 5;
+			} else if (len - i >= 4 &&
+				   memcmp(p + i, "null", 4) == 0) {
+				i += 4;
+			} else {
+				return false;
+			}
+			want_value = false;
+			goto after_value;
+		}
+		/* After a value inside a container. */
+		if (p[i] == ',') {
+			i++;
+			if (stack[depth - 1] == '{')
+				goto key;
+			want_value = true;
+			continue;
+		}
+		if (p[i] != (stack[depth - 1] == '{' ? '}' : ']'))
+			return false;
+		depth--;
+		i++;
+	after_value:
+		if (depth == 0) {
+			while (i < len && qj_ws(p[i]))
+				i++;
+			return i == len;
+		}
+		continue;
+	key:
+		while (i < len && qj_ws(p[i]))
+			i++;
+		if (i >= len || p[i] != '"')
+			return false;
+		i++;
+		if (!qj_string(p, len, &i))
+			return false;
+		while (i < len && qj_ws(p[i]))
+			i++;
+		if (i >= len || p[i] != ':')
+			return false;
+		i++;
+		want_value = true;
+	}
+}
+
 static bool
 is_json(const char *buf, size_t len)
 {
 	json_t *j;
 	json_error_t e;
 
+	if (qj_sure(buf, len))
+		return true;
 	j = json_loadb(buf, len, JSON_DECODE_ANY, &e);
 	if (j == NULL)
 		return false;
@@ -222,8 +479,10 @@ chat_done(void *arg, int err, bool sent, const char *buf, size_t len)
 		call_failed_locked(r, err, sent);
 		goto wake;
 	}
-	if (proto_peek_type(buf, len, &t) != 0 || t != MSG_CHAT_RESP ||
-	    (rv = msg_chat_resp_decode(buf, len, &resp)) != 0) {
+	/* The decoder checks the type: peek only to log a bad reply. */
+	if ((rv = msg_chat_resp_decode(buf, len, &resp)) != 0) {
+		if (proto_peek_type(buf, len, &t) != 0)
+			t = MSG_NONE;
 		log_error(r->request_id, "bad reply from the worker",
 		    LF_S("type", msg_type_str(t)), LF_I("bytes", len));
 		if (r->stream_started)

@@ -670,6 +670,8 @@ access_log(struct gw_req *r, enum MHD_RequestTerminationCode toe)
 	const char *m = "OTHER";
 	char cost[32];
 
+	if (!log_enabled(LOG_LVL_INFO))
+		return;
 	for (int i = 0; i < 6; i++)
 		if (r->method == (1u << i))
 			m = methods[i];
@@ -789,7 +791,7 @@ gw_http_start(struct gw *gw)
 	 * buffers: little more than the header limit. */
 	mem_limit = (unsigned)c->max_header_bytes + 4096;
 	gw->mhd = MHD_start_daemon(
-	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
 		MHD_USE_ERROR_LOG |
 		(ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 	    (uint16_t)c->port, NULL, NULL, gw_http_access, gw,

@@ -256,26 +256,14 @@ has_ctl_chars(const char *s)
 	return false;
 }
 
+/* c holds a decoded chat_req (its payload borrowed from the request
+ * until the reply); takes c. */
 static void
-on_chat(
-    struct pw_server *s, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+on_chat_decoded(
+    struct pw_server *s, struct nngx_rep_ctx *ctx, struct pw_call *c)
 {
-	struct pw_call *c;
 	bool stopping;
-	int rv;
 
-	if ((c = pw_call_new()) == NULL) {
-		nngx_rep_drop(ctx);
-		log_error(NULL, "chat_req dropped: out of memory");
-		return;
-	}
-	c->t_recv_us = clock_mono_us();
-	/* The payload stays borrowed from buf until the reply. */
-	if ((rv = msg_chat_req_decode(buf, len, &c->req)) != 0) {
-		reply_bad(s, ctx, "chat_req", rv);
-		pw_call_unref(c);
-		return;
-	}
 	c->ctx = ctx;
 	atomic_fetch_add(&s->calls, 1);
 	pthread_mutex_lock(&s->mu);
@@ -324,6 +312,28 @@ on_chat(
 		return;
 	}
 	pw_engine_submit(s->engine, c);
+}
+
+static void
+on_chat(
+    struct pw_server *s, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+{
+	struct pw_call *c;
+	int rv;
+
+	if ((c = pw_call_new()) == NULL) {
+		nngx_rep_drop(ctx);
+		log_error(NULL, "chat_req dropped: out of memory");
+		return;
+	}
+	c->t_recv_us = clock_mono_us();
+	/* The payload stays borrowed from buf until the reply. */
+	if ((rv = msg_chat_req_decode(buf, len, &c->req)) != 0) {
+		reply_bad(s, ctx, "chat_req", rv);
+		pw_call_unref(c);
+		return;
+	}
+	on_chat_decoded(s, ctx, c);
 }
 
 static void
@@ -412,9 +422,20 @@ static void
 on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 {
 	struct pw_server *s = arg;
+	struct pw_call *c;
 	enum msg_type t;
 	int rv;
 
+	/* Nearly every request is a chat_req: decode it straight away (the
+	 * decoder checks the type), and peek only when that fails. */
+	if ((c = pw_call_new()) != NULL) {
+		c->t_recv_us = clock_mono_us();
+		if (msg_chat_req_decode(buf, len, &c->req) == 0) {
+			on_chat_decoded(s, ctx, c);
+			return;
+		}
+		pw_call_unref(c);
+	}
 	if ((rv = proto_peek_type(buf, len, &t)) != 0) {
 		reply_bad(s, ctx, "message", rv);
 		return;
