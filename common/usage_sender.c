@@ -416,6 +416,8 @@ usage_sender_kick(struct usage_sender *s)
 
 /* ---- open / close ---- */
 
+#define US_PUB_SENDBUF 8192
+
 static int
 us_sockets(struct usage_sender *s, const struct usage_sender_cfg *c)
 {
@@ -424,6 +426,9 @@ us_sockets(struct usage_sender *s, const struct usage_sender_cfg *c)
 	if ((rv = nng_pub0_open(&s->pub)) != 0)
 		return nngx_err(rv);
 	s->pub_open = true;
+	/* A burst of events should not overflow the live path (it is lossy
+	 * by design, the journal catches up, but losing less is cheaper). */
+	nng_socket_set_int(s->pub, NNG_OPT_SENDBUF, US_PUB_SENDBUF);
 	if ((rv = nng_req0_open(&s->req)) != 0)
 		return nngx_err(rv);
 	s->req_open = true;

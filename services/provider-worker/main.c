@@ -92,6 +92,8 @@ main(int argc, char **argv)
 	o.worker_url = cfg.worker_url;
 	o.control_url = cfg.control_url;
 	o.usage_url = cfg.usage_url;
+	o.accountant_url = cfg.accountant_url;
+	o.state_dir = cfg.state_dir;
 	o.worker_id = cfg.worker_id;
 	o.concurrency = (int)cfg.worker_concurrency;
 	o.base_url[PW_PROV_CLAUDE] = cfg.claude_base_url;

@@ -11,7 +11,6 @@
 
 #include <jansson.h>
 #include <nng/nng.h>
-#include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/supplemental/util/platform.h>
 
@@ -22,12 +21,18 @@
 #include "proto.h"
 #include "pw_call.h"
 #include "pw_engine.h"
+#include "usage_sender.h"
 
-#define PW_DAEMON      "provider-worker"
-#define PW_PUB_SENDBUF 8192
+#define PW_DAEMON "provider-worker"
 /* After the last reply, before the sockets close: time for what nng
  * still holds (replies, usage events, chunks) to reach the wire. */
 #define PW_LINGER_MS 100
+#define PW_EMITTERS  4 /* threads journaling usage events */
+
+struct pw_usage_item {
+	struct pw_usage_item *next;
+	struct msg_usage_event ev;
+};
 
 struct pw_server {
 	char worker_id[PROTO_NAME_MAX + 1];
@@ -38,7 +43,16 @@ struct pw_server {
 	struct nngx_rep *rep;
 	nng_socket sub;
 	nng_aio *sub_aio;
-	nng_socket pub;
+
+	/* Usage events: journaled and sent by the usage sender, off the curl
+	 * thread (a journal write waits for a shared fdatasync). */
+	struct usage_sender *usage;
+	pthread_mutex_t umu;
+	pthread_cond_t ucv;
+	struct pw_usage_item *uhead, *utail;
+	bool ustop;
+	int nemitters;
+	pthread_t emitters[PW_EMITTERS];
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv; /* in_flight went down */
@@ -47,7 +61,6 @@ struct pw_server {
 	uint64_t in_flight;
 
 	atomic_uint_fast64_t calls, ok, errors, aborted, bad_messages;
-	atomic_int_fast64_t usage_seq;
 };
 
 static int64_t
@@ -140,56 +153,74 @@ reply_chat(struct pw_call *c)
 	free(enc);
 }
 
+/* Journals and sends the queued usage events; several threads, so the
+ * journal's group commit shares one fdatasync among them. */
+static void *
+emitter_main(void *arg)
+{
+	struct pw_server *s = arg;
+	struct pw_usage_item *it;
+
+	pthread_mutex_lock(&s->umu);
+	for (;;) {
+		while (s->uhead == NULL && !s->ustop)
+			pthread_cond_wait(&s->ucv, &s->umu);
+		if ((it = s->uhead) == NULL)
+			break; /* stopping, and nothing left */
+		if ((s->uhead = it->next) == NULL)
+			s->utail = NULL;
+		pthread_mutex_unlock(&s->umu);
+		/* On failure the sender has logged it and stops being ready:
+		 * new billable calls get 503 journal_unavailable. */
+		usage_sender_emit(s->usage, &it->ev);
+		free(it);
+		pthread_mutex_lock(&s->umu);
+	}
+	pthread_mutex_unlock(&s->umu);
+	return NULL;
+}
+
 static void
 publish_usage(struct pw_server *s, struct pw_call *c, int64_t total_ms)
 {
 	const struct model_usage *t = &c->usage.tokens;
-	struct msg_usage_event u;
-	char *enc = NULL, *wrapped = NULL;
-	size_t len, wlen;
-	nng_msg *m;
-	int rv;
+	struct pw_usage_item *it;
+	struct msg_usage_event *u;
 
-	memset(&u, 0, sizeof(u));
-	memcpy(u.request_id, c->req.request_id, sizeof(u.request_id));
-	id_new("evt_", u.event_id, sizeof(u.event_id));
-	u.seq = atomic_fetch_add(&s->usage_seq, 1) + 1;
-	memcpy(u.worker_id, s->worker_id, sizeof(u.worker_id));
-	u.ts_ms = clock_real_ms();
-	memcpy(u.subject_type, c->req.subject_type, sizeof(u.subject_type));
-	memcpy(u.subject_id, c->req.subject_id, sizeof(u.subject_id));
-	memcpy(u.ip, c->req.ip, sizeof(u.ip));
-	memcpy(u.provider, c->req.provider, sizeof(u.provider));
-	memcpy(u.model, c->req.model, sizeof(u.model));
-	u.input_tokens = t->input;
-	u.output_tokens = t->output;
-	u.cache_read_tokens = t->cache_read;
-	u.cache_write_tokens =
-	    clamp64(t->cache_write_5m + t->cache_write_1h, 0, PROTO_TOKENS_MAX);
-	u.cost_micro_usd = clamp64(c->cost_micro_usd, 0, PROTO_MONEY_MAX);
-	u.cached = false;
-	copy_str(u.status, sizeof(u.status), c->status_word);
-	u.http_status = clamp64(c->out.status, 100, 599);
-	u.upstream_ms = clamp64(c->upstream_ms, 0, PROTO_MS_MAX);
-	u.total_ms = clamp64(total_ms, 0, PROTO_MS_MAX);
-	if ((rv = msg_usage_event_encode(&u, &enc, &len)) != 0 ||
-	    (rv = proto_topic_wrap(
-		 PROTO_TOPIC_USAGE, enc, len, &wrapped, &wlen)) != 0 ||
-	    (rv = nngx_msg_new(wrapped, wlen, &m)) != 0)
-		goto fail;
-	if ((rv = nng_sendmsg(s->pub, m, NNG_FLAG_NONBLOCK)) != 0) {
-		nng_msg_free(m);
-		rv = nngx_err(rv);
-		goto fail;
+	if ((it = calloc(1, sizeof(*it))) == NULL) {
+		log_error(c->req.request_id, "usage event lost: out of memory");
+		return;
 	}
-	free(enc);
-	free(wrapped);
-	return;
-fail:
-	log_error(c->req.request_id, "usage event not published",
-	    LF_S("event_id", u.event_id), LF_S("error", strerror(-rv)));
-	free(enc);
-	free(wrapped);
+	u = &it->ev;
+	memcpy(u->request_id, c->req.request_id, sizeof(u->request_id));
+	id_new("evt_", u->event_id, sizeof(u->event_id));
+	/* worker_id and seq are the usage sender's (journal stream). */
+	memcpy(u->worker_id, s->worker_id, sizeof(u->worker_id));
+	u->ts_ms = clock_real_ms();
+	memcpy(u->subject_type, c->req.subject_type, sizeof(u->subject_type));
+	memcpy(u->subject_id, c->req.subject_id, sizeof(u->subject_id));
+	memcpy(u->ip, c->req.ip, sizeof(u->ip));
+	memcpy(u->provider, c->req.provider, sizeof(u->provider));
+	memcpy(u->model, c->req.model, sizeof(u->model));
+	u->input_tokens = t->input;
+	u->output_tokens = t->output;
+	u->cache_read_tokens = t->cache_read;
+	u->cache_write_tokens =
+	    clamp64(t->cache_write_5m + t->cache_write_1h, 0, PROTO_TOKENS_MAX);
+	u->cost_micro_usd = clamp64(c->cost_micro_usd, 0, PROTO_MONEY_MAX);
+	u->cached = false;
+	copy_str(u->status, sizeof(u->status), c->status_word);
+	u->http_status = clamp64(c->out.status, 100, 599);
+	u->upstream_ms = clamp64(c->upstream_ms, 0, PROTO_MS_MAX);
+	u->total_ms = clamp64(total_ms, 0, PROTO_MS_MAX);
+	pthread_mutex_lock(&s->umu);
+	if (s->utail != NULL)
+		s->utail->next = it;
+	else
+		s->uhead = it;
+	s->utail = it;
+	pthread_cond_signal(&s->ucv);
+	pthread_mutex_unlock(&s->umu);
 }
 
 /* The end of every call, accepted or refused: reply, usage event, log. */
@@ -301,6 +332,12 @@ on_chat_decoded(
 	if (!s->configured[c->prov]) {
 		chat_refuse(s, c, 503, "provider_not_configured",
 		    "no API key is configured for this provider");
+		return;
+	}
+	if (!usage_sender_ready(s->usage)) {
+		/* Fail closed for money: a call we could not record. */
+		chat_refuse(s, c, 503, "journal_unavailable",
+		    "usage journal unavailable");
 		return;
 	}
 	if (has_ctl_chars(c->req.anthropic_beta)) {
@@ -527,12 +564,15 @@ int
 pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
 {
 	struct pw_engine_opts eo;
+	struct usage_sender_cfg uc = {0};
 	struct pw_server *s;
 	pthread_condattr_t ca;
 	int rv;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return -ENOMEM;
+	pthread_mutex_init(&s->umu, NULL);
+	pthread_cond_init(&s->ucv, NULL);
 	copy_str(s->worker_id, sizeof(s->worker_id), o->worker_id);
 	s->models = o->models;
 	pthread_mutex_init(&s->mu, NULL);
@@ -552,13 +592,24 @@ pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
 	}
 	eo.max_stream_urls = 64;
 
-	if ((rv = nng_pub0_open(&s->pub)) != 0) {
-		rv = nngx_err(rv);
+	uc.state_dir = o->state_dir;
+	uc.worker_id = o->worker_id;
+	uc.usage_url = o->usage_url;
+	uc.accountant_url = o->accountant_url;
+	if ((rv = usage_sender_open(&uc, &s->usage)) != 0) {
+		log_error(NULL, "cannot open the usage journal",
+		    LF_S("state_dir", o->state_dir),
+		    LF_S("error", strerror(-rv)));
 		goto fail;
 	}
-	nng_socket_set_int(s->pub, NNG_OPT_SENDBUF, PW_PUB_SENDBUF);
-	if ((rv = nngx_dial(s->pub, o->usage_url, "usage pub")) != 0)
-		goto fail;
+	for (int i = 0; i < PW_EMITTERS; i++) {
+		if ((rv = pthread_create(
+			 &s->emitters[i], NULL, emitter_main, s)) != 0) {
+			rv = -rv;
+			goto fail;
+		}
+		s->nemitters++;
+	}
 	if ((rv = pw_engine_new(&eo, engine_done, s, &s->engine)) != 0)
 		goto fail;
 	if ((rv = nng_sub0_open(&s->sub)) != 0 ||
@@ -662,8 +713,16 @@ pw_server_free(struct pw_server *s)
 	if (s->sub_aio != NULL)
 		nng_aio_free(s->sub_aio);
 	pw_engine_free(s->engine);
-	if (nng_socket_id(s->pub) > 0)
-		nng_close(s->pub);
+	/* Every call has ended: let the emitters journal what is queued. */
+	pthread_mutex_lock(&s->umu);
+	s->ustop = true;
+	pthread_cond_broadcast(&s->ucv);
+	pthread_mutex_unlock(&s->umu);
+	for (int i = 0; i < s->nemitters; i++)
+		pthread_join(s->emitters[i], NULL);
+	usage_sender_close(s->usage);
+	pthread_cond_destroy(&s->ucv);
+	pthread_mutex_destroy(&s->umu);
 	for (int p = 0; p < PW_PROV_MAX; p++)
 		free(s->url[p]);
 	pthread_cond_destroy(&s->cv);

@@ -5,8 +5,9 @@
  *     worker may hold: chat_req (answered later, from the curl thread),
  *     ping, status_req; anything else gets ack ok=false "bad_request";
  *   - sub, DIALING the control URL ("ctl " topic): cancel ends a call;
- *   - pub, DIALING the usage URL: one usage_event ("usage " topic) per
- *     call, ok | error | aborted;
+ *   - the usage sender (common/usage_sender.h): one usage_event per call,
+ *     ok | error | aborted, journaled, then published to the usage URL,
+ *     with catch-up through the accountant URL;
  *   - the curl engine (pw_engine.h) and its push sockets for streams.
  */
 #ifndef PW_SERVER_H
@@ -21,6 +22,8 @@ struct pw_server_opts {
 	const char *worker_url;
 	const char *control_url;
 	const char *usage_url;
+	const char *accountant_url; /* journal catch-up (usage_sender.h) */
+	const char *state_dir;      /* the journal lives here */
 	const char *worker_id;
 	int concurrency; /* calls held at once (rep contexts) */
 	const char *base_url[PW_PROV_MAX];

@@ -9,7 +9,7 @@ if(TARGET aiproxy-gateway AND TARGET harness AND TARGET proto)
 	set(gw_tests gateway_basic)
 	if(TARGET aiproxy-provider-worker)
 		list(APPEND gw_tests gateway_chat gateway_stream
-			gateway_resilience)
+			gateway_resilience gateway_ledger)
 	else()
 		message(STATUS "tests/integration/gateway.cmake: "
 			"no provider-worker yet, chat tests skipped")
@@ -20,7 +20,7 @@ if(TARGET aiproxy-gateway AND TARGET harness AND TARGET proto)
 		endif()
 		aiproxy_add_test(NAME ${t}_test
 			SOURCES ${CMAKE_CURRENT_LIST_DIR}/${t}_test.c
-			LIBS gw_suite
+			LIBS gw_suite PkgConfig::SQLITE m
 			TIMEOUT 120
 			LABELS integration)
 		add_dependencies(${t}_test aiproxy-gateway)

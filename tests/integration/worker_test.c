@@ -630,7 +630,9 @@ check_usage_event(
 
 	ck_assert_str_eq(u->request_id, q->m.request_id);
 	ck_assert_str_eq(u->status, status);
-	ck_assert_str_eq(u->worker_id, WORKER_ID);
+	/* The usage sender's stream: "<worker id>:<journal epoch>". */
+	ck_assert_int_eq(
+	    strncmp(u->worker_id, WORKER_ID ":", strlen(WORKER_ID ":")), 0);
 	ck_assert_str_eq(u->provider, q->m.provider);
 	ck_assert_str_eq(u->model, q->m.model);
 	ck_assert_str_eq(u->subject_type, "user");
@@ -1121,7 +1123,7 @@ START_TEST(test_concurrent)
 	static struct pending p[N];
 	static struct wt_res r[N];
 	bool seen[N];
-	int64_t t0, elapsed, last_seq = 0;
+	int64_t t0, elapsed, seqs[N];
 
 	wt_start(true, NULL);
 	t0 = now_ms();
@@ -1159,8 +1161,11 @@ START_TEST(test_concurrent)
 		seen[idx] = true;
 		ck_assert_str_eq(u.status, "ok");
 		ck_assert_int_eq(u.cost_micro_usd, r[idx].resp.cost_micro_usd);
-		ck_assert_int_gt(u.seq, last_seq);
-		last_seq = u.seq;
+		/* Journaled by several threads: distinct, in any order. */
+		ck_assert_int_gt(u.seq, 0);
+		for (int j = 0; j < k; j++)
+			ck_assert_int_ne(seqs[j], u.seq);
+		seqs[k] = u.seq;
 	}
 	/* And nothing more. */
 	{
@@ -1494,8 +1499,9 @@ START_TEST(test_two_workers_two_gateways)
 		int w;
 
 		ck_assert_int_eq(usage_next(WAIT_MS, &u), 0);
-		w = strcmp(u.worker_id, "wt2") == 0;
-		ck_assert(w == 1 || strcmp(u.worker_id, WORKER_ID) == 0);
+		w = strncmp(u.worker_id, "wt2:", 4) == 0;
+		ck_assert(w == 1 || strncmp(u.worker_id, WORKER_ID ":",
+					strlen(WORKER_ID ":")) == 0);
 		count[w]++;
 		seqsum[w] += u.seq;
 	}
