@@ -32,6 +32,7 @@
 #include "gw_validate.h"
 #include "ids.h"
 #include "models.h"
+#include "proto.h"
 
 #define GW_STREAM_MAX_BUFFERED (8u << 20)  /* per stream, then abort */
 #define GW_RESP_MAX            (34u << 20) /* a response body we build */
@@ -120,6 +121,19 @@ struct gw_req {
 	bool tail_built;
 	const char *abort_reason; /* why the gateway ended the stream */
 	bool finished;            /* END_OF_STREAM returned */
+
+	char *call_buf; /* the encoded chat_req until it is sent */
+	size_t call_len;
+
+	/* limits (gw_limit.c) */
+	char subj_type[16]; /* "user" or "session" */
+	char subj_id[PROTO_SUBJECT_MAX +
+		     1]; /* JWT sub, session id, "anon:<ip>" */
+	bool token_bad;  /* a bearer token failed verification */
+	char reservation[PROTO_ID_MAX + 1]; /* the ratelimiter's reservation */
+	int64_t reserved_micro_usd;
+	bool rl_hdrs; /* X-RateLimit-* known */
+	int64_t rl_limit, rl_remaining, rl_reset;
 
 	/* health probes */
 	int probes_left;
@@ -223,6 +237,15 @@ typedef void (*gw_call_fn)(
     void *arg, int err, bool sent, const char *buf, size_t len);
 /* Sends buf (copied) on a req socket through a new context; fn runs once
  * on an nng thread.  0 or -errno (then fn never runs). */
+/* gw_limit.c: the subject from the credentials (at req_begin); the
+ * limit check before a worker call: on allow, fn(arg) runs the call, on
+ * deny the request is answered (429/403) and fn is not run; settle after
+ * the call (actual cost, 0 releases). */
+void gw_limit_subject(struct gw_req *r, const char *bearer);
+void gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
+    int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *));
+void gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd);
+
 int gw_call(struct gw *gw, nng_socket s, const void *buf, size_t len,
     int timeout_ms, gw_call_fn fn, void *arg);
 /* Publishes an encoded control message on the pub socket ("ctl "). */

@@ -470,8 +470,13 @@ chat_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	struct gw_req *r = arg;
 	struct msg_chat_resp resp;
 	enum msg_type t = MSG_NONE;
-	int rv;
+	int rv = -EPROTO;
 
+	/* Settle the reservation whatever became of the client: the cost
+	 * the worker counted (tokens of a failed call included), else 0. */
+	if (err == 0)
+		rv = msg_chat_resp_decode(buf, len, &resp);
+	gw_limit_settle(r, rv == 0 ? resp.cost_micro_usd : 0);
 	pthread_mutex_lock(&r->mtx);
 	if (r->closed)
 		goto out;
@@ -480,7 +485,7 @@ chat_done(void *arg, int err, bool sent, const char *buf, size_t len)
 		goto wake;
 	}
 	/* The decoder checks the type: peek only to log a bad reply. */
-	if ((rv = msg_chat_resp_decode(buf, len, &resp)) != 0) {
+	if (rv != 0) {
 		if (proto_peek_type(buf, len, &t) != 0)
 			t = MSG_NONE;
 		log_error(r->request_id, "bad reply from the worker",
@@ -527,6 +532,28 @@ out:
 
 /* ---- dispatch ---- */
 
+/* Sends the encoded chat_req to the worker pool; holds the request's
+ * call reference taken by gw_chat_dispatch(). */
+static void
+worker_call(struct gw_req *r)
+{
+	struct gw *gw = r->gw;
+	int rv;
+
+	rv = gw_call(gw, gw->worker_sock, r->call_buf, r->call_len,
+	    (int)(gw->cfg->timeout_seconds * 1000 + 5000), chat_done, r);
+	free(r->call_buf);
+	r->call_buf = NULL;
+	if (rv != 0) {
+		gw_limit_settle(r, 0);
+		pthread_mutex_lock(&r->mtx);
+		call_failed_locked(r, rv, false);
+		gw_req_wake_locked(r);
+		pthread_mutex_unlock(&r->mtx);
+		gw_req_unref(r);
+	}
+}
+
 enum MHD_Result
 gw_chat_dispatch(struct gw_req *r)
 {
@@ -552,6 +579,14 @@ gw_chat_dispatch(struct gw_req *r)
 	}
 	if (rv != 0)
 		return gw_req_error(r, 500, "internal_error", NULL, NULL);
+	if (r->token_bad) {
+		free(chat.upstream);
+		log_info(r->request_id, "bad bearer token");
+		r->www_auth = true;
+		r->no_retry = true;
+		return gw_req_error(r, 401, "invalid_token",
+		    "the bearer token is invalid or expired", NULL);
+	}
 	r->provider = chat.provider;
 	snprintf(r->model, sizeof(r->model), "%s", chat.model->id);
 	r->is_stream = chat.stream;
@@ -577,10 +612,8 @@ gw_chat_dispatch(struct gw_req *r)
 		snprintf(
 		    m.stream_url, sizeof(m.stream_url), "%s", c->stream_url);
 	m.deadline_ms = c->timeout_seconds * 1000;
-	if (r->session[0] != '\0') {
-		snprintf(m.subject_type, sizeof(m.subject_type), "session");
-		snprintf(m.subject_id, sizeof(m.subject_id), "%s", r->session);
-	}
+	snprintf(m.subject_type, sizeof(m.subject_type), "%s", r->subj_type);
+	snprintf(m.subject_id, sizeof(m.subject_id), "%s", r->subj_id);
 	snprintf(m.ip, sizeof(m.ip), "%s", r->ip);
 	if (strcmp(chat.provider, "claude") == 0)
 		snprintf(
@@ -588,8 +621,8 @@ gw_chat_dispatch(struct gw_req *r)
 	m.payload = chat.upstream;
 	m.payload_len = chat.upstream_len;
 	rv = msg_chat_req_encode(&m, &buf, &len);
-	free(chat.upstream);
 	if (rv != 0) {
+		free(chat.upstream);
 		log_error(
 		    r->request_id, "chat_req not encoded", LF_I("error", rv));
 		gw_stab_remove(gw, r);
@@ -598,18 +631,14 @@ gw_chat_dispatch(struct gw_req *r)
 	log_debug(r->request_id, "chat call", LF_S("provider", r->provider),
 	    LF_S("model", r->model), LF_B("stream", r->is_stream),
 	    LF_I("bytes", len));
-	gw_req_ref(r); /* the call's */
+	r->call_buf = buf;
+	r->call_len = len;
+	gw_req_ref(r); /* the calls' (limit check, then worker) */
 	gw_req_wait(r);
-	rv = gw_call(gw, gw->worker_sock, buf, len,
-	    (int)(c->timeout_seconds * 1000 + 5000), chat_done, r);
-	free(buf);
-	if (rv != 0) {
-		pthread_mutex_lock(&r->mtx);
-		call_failed_locked(r, rv, false);
-		gw_req_wake_locked(r);
-		pthread_mutex_unlock(&r->mtx);
-		gw_req_unref(r);
-	}
+	/* The limit check runs worker_call() when the request may go. */
+	gw_limit_check(r, chat.upstream, chat.upstream_len, chat.max_tokens,
+	    chat.model, worker_call);
+	free(chat.upstream);
 	return MHD_YES;
 }
 

@@ -160,6 +160,14 @@ add_common_headers(struct gw_req *r, struct MHD_Response *resp)
 		    num, sizeof(num), "%lld", (long long)r->retry_after_ms);
 		add_hdr(resp, "retry-after-ms", num);
 	}
+	if (r->rl_hdrs) {
+		snprintf(num, sizeof(num), "%lld", (long long)r->rl_limit);
+		add_hdr(resp, "X-RateLimit-Limit", num);
+		snprintf(num, sizeof(num), "%lld", (long long)r->rl_remaining);
+		add_hdr(resp, "X-RateLimit-Remaining", num);
+		snprintf(num, sizeof(num), "%lld", (long long)r->rl_reset);
+		add_hdr(resp, "X-RateLimit-Reset", num);
+	}
 	if (r->no_retry)
 		add_hdr(resp, "x-should-retry", "false");
 	if (r->www_auth)
@@ -485,6 +493,12 @@ req_begin(struct gw_req *r)
 	forwarded_ip(r);
 	if ((v = hdr(r, "X-Session-ID")) != NULL && id_valid(v))
 		snprintf(r->session, sizeof(r->session), "%s", v);
+	if ((v = hdr(r, MHD_HTTP_HEADER_AUTHORIZATION)) != NULL &&
+	    strncasecmp(v, "Bearer ", 7) == 0)
+		v += 7;
+	else
+		v = hdr(r, "x-api-key");
+	gw_limit_subject(r, v);
 	if ((v = hdr(r, "anthropic-beta")) != NULL && strlen(v) <= 512) {
 		bool clean = true;
 
@@ -791,8 +805,8 @@ gw_http_start(struct gw *gw)
 	 * buffers: little more than the header limit. */
 	mem_limit = (unsigned)c->max_header_bytes + 4096;
 	gw->mhd = MHD_start_daemon(
-	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO |
-		MHD_USE_ERROR_LOG |
+	    MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+		MHD_USE_TURBO | MHD_USE_ERROR_LOG |
 		(ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0),
 	    (uint16_t)c->port, NULL, NULL, gw_http_access, gw,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_log, gw, MHD_OPTION_SOCK_ADDR,

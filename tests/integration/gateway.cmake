@@ -9,7 +9,7 @@ if(TARGET aiproxy-gateway AND TARGET harness AND TARGET proto)
 	set(gw_tests gateway_basic)
 	if(TARGET aiproxy-provider-worker)
 		list(APPEND gw_tests gateway_chat gateway_stream
-			gateway_resilience gateway_ledger)
+			gateway_resilience gateway_ledger gateway_limits)
 	else()
 		message(STATUS "tests/integration/gateway.cmake: "
 			"no provider-worker yet, chat tests skipped")

@@ -31,14 +31,28 @@ env_add(struct env *e, const char *fmt, ...)
 	va_list ap;
 	char *s = NULL;
 
-	if (e->n >= SUITE_ENV_MAX)
-		return;
 	va_start(ap, fmt);
 	if (vasprintf(&s, fmt, ap) < 0)
 		s = NULL;
 	va_end(ap);
-	if (s != NULL)
-		e->v[e->n++] = s;
+	if (s == NULL)
+		return;
+	/* A later NAME=value replaces an earlier one (tests override the
+	 * suite's defaults). */
+	for (int i = 0; i < e->n; i++) {
+		size_t n = strcspn(e->v[i], "=");
+
+		if (strncmp(e->v[i], s, n + 1) == 0) {
+			free(e->v[i]);
+			e->v[i] = s;
+			return;
+		}
+	}
+	if (e->n >= SUITE_ENV_MAX) {
+		free(s);
+		return;
+	}
+	e->v[e->n++] = s;
 	e->v[e->n] = NULL;
 }
 
@@ -65,6 +79,11 @@ env_common(const struct suite *s, struct env *e, const char *name)
 	env_add(
 	    e, "AI_PROXY_MODELS_FILE=%s/config/models.json", h_source_dir());
 	env_add(e, "AI_PROXY_STATE_DIR=%s/%s", s->dir, name);
+	/* Limits out of the way unless a test sets its own (gw_env). */
+	env_add(e, "AI_PROXY_RATE_LIMIT_PER_MINUTE=1000000");
+	env_add(e, "AI_PROXY_RATE_LIMIT_PER_HOUR=10000000");
+	env_add(e, "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=10000000");
+	env_add(e, "AI_PROXY_COST_LIMIT_DAILY=1000000");
 	env_add(e, "LOG_LEVEL=%s",
 	    getenv("AIPROXY_TEST_DEBUG") != NULL ? "debug" : "info");
 	if (s->opts.timeout_seconds > 0)
@@ -351,6 +370,8 @@ suite_try_start(struct suite *s, const struct suite_opts *opts)
 
 	if (!opts->no_rl_acct && suite_have("aiproxy-ratelimiter")) {
 		env_common(s, &e, "ratelimiter");
+		for (int k = 0; opts->rl_env && opts->rl_env[k]; k++)
+			env_add(&e, "%s", opts->rl_env[k]);
 		if (start_proc(s, &s->rl, "ratelimiter", "aiproxy-ratelimiter",
 			&e) == 0)
 			s->rl_up = true;

@@ -16,7 +16,7 @@
 #include "harness.h"
 
 #define SUITE_MAX_WORKERS   4
-#define SUITE_ENV_MAX       48
+#define SUITE_ENV_MAX       64
 #define SUITE_ANTHROPIC_KEY "test-anthropic-key"
 #define SUITE_OPENAI_KEY    "test-openai-key"
 #define SUITE_ADMIN_KEY     "suite-admin-key-0123456789"
@@ -30,6 +30,7 @@ struct suite_opts {
 	/* More "NAME=value" for the gateway / the workers (NULL-ended). */
 	const char *const *gw_env;
 	const char *const *worker_env;
+	const char *const *rl_env;
 };
 
 struct suite {

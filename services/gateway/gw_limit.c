@@ -1,0 +1,182 @@
+/*
+ * The gateway's side of the rate limiter: who the caller is (a verified
+ * user token, else the session, else "anon:<ip>"), one limit_check before
+ * the worker call (the worst-case cost reserved), one limit_settle after
+ * it.  If the ratelimiter process itself does not answer in time, the
+ * request goes through (fail open, logged): the ratelimiter's own Redis
+ * fallback covers Redis failures, this covers the daemon being down.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "gw.h"
+#include "jwt.h"
+#include "log.h"
+#include "proto.h"
+#include "subject.h"
+
+#define GW_LIMIT_TIMEOUT_MS 200
+
+void
+gw_limit_subject(struct gw_req *r, const char *bearer)
+{
+	const char *secret = r->gw->cfg->jwt_secret;
+	struct jwt_claims claims;
+
+	if (secret != NULL && bearer != NULL && bearer[0] != '\0') {
+		if (jwt_hs256_verify(bearer, secret, strlen(secret),
+			clock_real_ms() / 1000, &claims) == 0) {
+			snprintf(r->subj_type, sizeof(r->subj_type), "user");
+			snprintf(
+			    r->subj_id, sizeof(r->subj_id), "%s", claims.sub);
+			return;
+		}
+		/* Forged, expired or not a token: refused on chat routes. */
+		r->token_bad = true;
+	}
+	snprintf(r->subj_type, sizeof(r->subj_type), "session");
+	if (r->session[0] != '\0')
+		snprintf(r->subj_id, sizeof(r->subj_id), "%s", r->session);
+	else
+		snprintf(r->subj_id, sizeof(r->subj_id), "anon:%s", r->ip);
+}
+
+struct limit_call {
+	struct gw_req *r;
+	void (*fn)(struct gw_req *);
+};
+
+static void
+limit_done(void *arg, int err, bool sent, const char *buf, size_t len)
+{
+	struct limit_call *lc = arg;
+	struct gw_req *r = lc->r;
+	void (*fn)(struct gw_req *) = lc->fn;
+	struct msg_limit_verdict v;
+	int status;
+
+	(void)sent;
+	free(lc);
+	if (err != 0 || msg_limit_verdict_decode(buf, len, &v) != 0) {
+		log_warn(r->request_id, "ratelimiter unavailable: allowed",
+		    LF_S("error", err ? strerror(-err) : "bad verdict"));
+		fn(r);
+		return;
+	}
+	pthread_mutex_lock(&r->mtx);
+	r->rl_hdrs = true;
+	r->rl_limit = v.limit;
+	r->rl_remaining = v.remaining;
+	r->rl_reset = v.reset_s;
+	if (v.allow) {
+		snprintf(r->reservation, sizeof(r->reservation), "%s",
+		    v.reservation_id);
+		pthread_mutex_unlock(&r->mtx);
+		fn(r);
+		return;
+	}
+	if (r->closed)
+		goto out;
+	status = strcmp(v.code, "blocked") == 0 ? 403 : 429;
+	r->no_retry = true;
+	if (status == 429)
+		r->retry_after_ms =
+		    (v.retry_after_s > 0 ? v.retry_after_s : 1) * 1000;
+	log_info(r->request_id, "request limited", LF_S("code", v.code),
+	    LF_S("subject_type", r->subj_type), LF_I("status", status),
+	    LF_I("retry_after_s", v.retry_after_s));
+	gw_req_set_error_locked(r, status, v.code, NULL);
+	gw_req_wake_locked(r);
+out:
+	pthread_mutex_unlock(&r->mtx);
+	gw_req_unref(r);
+}
+
+void
+gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
+    int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *))
+{
+	struct gw *gw = r->gw;
+	struct msg_limit_check c;
+	struct subject_injection inj = {0};
+	struct limit_call *lc;
+	char *buf = NULL;
+	size_t len;
+	int rv;
+
+	if (!gw->rl_open) {
+		fn(r);
+		return;
+	}
+	memset(&c, 0, sizeof(c));
+	snprintf(c.request_id, sizeof(c.request_id), "%s", r->request_id);
+	snprintf(c.subject_type, sizeof(c.subject_type), "%s", r->subj_type);
+	snprintf(c.subject_id, sizeof(c.subject_id), "%s", r->subj_id);
+	snprintf(c.ip, sizeof(c.ip), "%s", r->ip);
+	snprintf(c.provider, sizeof(c.provider), "%s", r->provider);
+	snprintf(c.model, sizeof(c.model), "%s", r->model);
+	/* Input tokens are estimated from the bytes (4 per token, as the
+	 * providers' rule of thumb), rounded up: the reservation is a
+	 * ceiling, settled to the real cost afterwards. */
+	c.reserve_micro_usd =
+	    models_worst_case(m, (int64_t)text_len / 4 + 1, max_tokens);
+	r->reserved_micro_usd = c.reserve_micro_usd;
+	if (subject_injection_scan(text, text_len, &inj) == 0 && inj.points)
+		log_warn(r->request_id, "prompt-injection pattern",
+		    LF_S("rule", inj.rule));
+	c.threat = inj.points;
+	if ((lc = calloc(1, sizeof(*lc))) == NULL ||
+	    (rv = msg_limit_check_encode(&c, &buf, &len)) != 0) {
+		free(lc);
+		fn(r);
+		return;
+	}
+	lc->r = r;
+	lc->fn = fn;
+	if ((rv = gw_call(gw, gw->rl_sock, buf, len, GW_LIMIT_TIMEOUT_MS,
+		 limit_done, lc)) != 0) {
+		free(lc);
+		log_warn(r->request_id, "ratelimiter call failed: allowed",
+		    LF_S("error", strerror(-rv)));
+		fn(r);
+	}
+	free(buf);
+}
+
+static void
+settle_done(void *arg, int err, bool sent, const char *buf, size_t len)
+{
+	(void)arg;
+	(void)err;
+	(void)sent;
+	(void)buf;
+	(void)len;
+}
+
+void
+gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd)
+{
+	struct msg_limit_settle m;
+	char *buf = NULL;
+	size_t len;
+
+	if (r->reservation[0] == '\0' || !r->gw->rl_open)
+		return;
+	memset(&m, 0, sizeof(m));
+	snprintf(m.request_id, sizeof(m.request_id), "%s", r->request_id);
+	snprintf(m.subject_type, sizeof(m.subject_type), "%s", r->subj_type);
+	snprintf(m.subject_id, sizeof(m.subject_id), "%s", r->subj_id);
+	snprintf(
+	    m.reservation_id, sizeof(m.reservation_id), "%s", r->reservation);
+	m.reserved_micro_usd = r->reserved_micro_usd;
+	m.actual_micro_usd = actual_micro_usd < 0 ? 0 : actual_micro_usd;
+	if (msg_limit_settle_encode(&m, &buf, &len) == 0 &&
+	    gw_call(r->gw, r->gw->rl_sock, buf, len, 2000, settle_done, NULL) !=
+		0)
+		log_warn(r->request_id, "limit_settle not sent");
+	free(buf);
+	r->reservation[0] = '\0';
+}
