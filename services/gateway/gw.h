@@ -245,6 +245,9 @@ void gw_limit_subject(struct gw_req *r, const char *bearer);
 void gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
     int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *));
 void gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd);
+/* gw_usage.c: the caller's own quota and analytics. */
+enum MHD_Result gw_usage_quota(struct gw_req *r);
+enum MHD_Result gw_usage_analytics(struct gw_req *r, bool admin);
 
 int gw_call(struct gw *gw, nng_socket s, const void *buf, size_t len,
     int timeout_ms, gw_call_fn fn, void *arg);

@@ -580,6 +580,12 @@ req_dispatch(struct gw_req *r)
 	case GW_R_BREAKER_RESET:
 	case GW_R_CACHE_CLEAR:
 		return route_admin(r);
+	case GW_R_QUOTA:
+		return gw_usage_quota(r);
+	case GW_R_ANALYTICS:
+		return gw_usage_analytics(
+		    r, r->gw->cfg->admin_key != NULL &&
+			   r->gw->cfg->admin_key[0] != '\0' && admin_ok(r));
 	default:
 		break;
 	}

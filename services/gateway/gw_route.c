@@ -24,6 +24,10 @@ static const struct gw_route gw_routes[GW_R_MAX] = {
 	GW_SHAPE_ENVELOPE, false, true, NULL},
     {GW_R_CACHE_CLEAR, "/api/v1/ai-proxy/cache/clear", GW_M_DELETE,
 	GW_SHAPE_ENVELOPE, false, true, NULL},
+    {GW_R_QUOTA, "/api/v1/ai-proxy/usage/quota", GW_M_GET, GW_SHAPE_ENVELOPE,
+	false, false, NULL},
+    {GW_R_ANALYTICS, "/api/v1/ai-proxy/usage/analytics", GW_M_GET,
+	GW_SHAPE_ENVELOPE, false, false, NULL},
 };
 
 unsigned

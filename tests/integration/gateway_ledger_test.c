@@ -37,6 +37,34 @@ ledger_int(const char *db_path, const char *sql)
 	return v;
 }
 
+/* totals.requests of GET analytics<query>, or -status when not 200. */
+static long long
+analytics_requests(const struct suite *s, const char *query, const char *hdr)
+{
+	const char *h[2] = {hdr, NULL};
+	char path[256];
+	struct h_resp r;
+	json_t *doc;
+	long long n;
+
+	snprintf(
+	    path, sizeof(path), "/api/v1/ai-proxy/usage/analytics%s", query);
+	ck_assert_int_eq(suite_get(s, path, hdr ? h : NULL, &r), 0);
+	if (r.status != 200) {
+		n = -r.status;
+		h_resp_free(&r);
+		return n;
+	}
+	doc = suite_json(&r);
+	ck_assert_ptr_nonnull(doc);
+	n = json_integer_value(json_object_get(
+	    json_object_get(json_object_get(doc, "data"), "totals"),
+	    "requests"));
+	json_decref(doc);
+	h_resp_free(&r);
+	return n;
+}
+
 START_TEST(test_chats_land_in_the_ledger_once)
 {
 	struct suite_opts o = {.workers = 2};
@@ -92,6 +120,24 @@ START_TEST(test_chats_land_in_the_ledger_once)
 	ck_assert_int_eq(ledger_int(db, "SELECT count(*) FROM usage_events "
 					"WHERE status = 'ok'"),
 	    N_CHATS);
+
+	/* Analytics: the caller's own subject (anon:<ip> here) sees all N,
+	 * another session nothing, the admin everyone; bad days -> 400. */
+	ck_assert_int_eq(analytics_requests(&s, "?days=7", NULL), N_CHATS);
+	ck_assert_int_eq(
+	    analytics_requests(&s, "?days=1&provider=claude", NULL),
+	    N_CHATS / 2);
+	ck_assert_int_eq(analytics_requests(
+			     &s, "?days=7", "X-Session-ID: somebody-else-0001"),
+	    0);
+	ck_assert_int_eq(analytics_requests(&s, "?days=7",
+			     "Authorization: Bearer " SUITE_ADMIN_KEY),
+	    N_CHATS);
+	ck_assert_int_eq(analytics_requests(&s, "?days=0", NULL), -400);
+	ck_assert_int_eq(analytics_requests(&s, "?days=91", NULL), -400);
+	ck_assert_int_eq(analytics_requests(&s, "?days=abc", NULL), -400);
+	ck_assert_int_eq(
+	    analytics_requests(&s, "?provider=gemini", NULL), -400);
 	suite_stop(&s);
 	ck_assert_int_eq(s.gw_exit, 0);
 }

@@ -105,6 +105,30 @@ START_TEST(test_minute_limit_then_admitted_again)
 		json_decref(j);
 	}
 	h_resp_free(&r);
+	/* Its quota says so; only its own numbers. */
+	{
+		const char *const h[] = {
+		    "X-Session-ID: limits-session-0001", NULL};
+		json_t *j, *d;
+
+		ck_assert_int_eq(
+		    suite_get(&S, "/api/v1/ai-proxy/usage/quota", h, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		j = suite_json(&r);
+		d = json_object_get(j, "data");
+		ck_assert_str_eq(
+		    json_string_value(json_object_get(d, "subject_type")),
+		    "session");
+		ck_assert_int_eq(json_integer_value(json_object_get(
+				     json_object_get(d, "minute"), "limit")),
+		    5);
+		ck_assert_int_eq(
+		    json_integer_value(json_object_get(
+			json_object_get(d, "minute"), "remaining")),
+		    0);
+		json_decref(j);
+		h_resp_free(&r);
+	}
 	/* Another session is not affected. */
 	ck_assert_int_eq(chat("limits-session-0002", NULL, &r), 200);
 	h_resp_free(&r);
