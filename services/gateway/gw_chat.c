@@ -538,12 +538,15 @@ static void
 worker_call(struct gw_req *r)
 {
 	struct gw *gw = r->gw;
+	char *buf = r->call_buf;
 	int rv;
 
-	rv = gw_call(gw, gw->worker_sock, r->call_buf, r->call_len,
-	    (int)(gw->cfg->timeout_seconds * 1000 + 5000), chat_done, r);
-	free(r->call_buf);
+	/* Once the call is out, chat_done may end r on another thread:
+	 * nothing of r is touched after gw_call() succeeds. */
 	r->call_buf = NULL;
+	rv = gw_call(gw, gw->worker_sock, buf, r->call_len,
+	    (int)(gw->cfg->timeout_seconds * 1000 + 5000), chat_done, r);
+	free(buf);
 	if (rv != 0) {
 		gw_limit_settle(r, 0);
 		pthread_mutex_lock(&r->mtx);

@@ -78,6 +78,9 @@ limit_done(void *arg, int err, bool sent, const char *buf, size_t len)
 		fn(r);
 		return;
 	}
+	/* Refused: the chat_req never leaves. */
+	free(r->call_buf);
+	r->call_buf = NULL;
 	if (r->closed)
 		goto out;
 	status = strcmp(v.code, "blocked") == 0 ? 403 : 429;
