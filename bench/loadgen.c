@@ -115,8 +115,9 @@ main(int argc, char **argv)
 			l.timeout_s = strtol(optarg, NULL, 10);
 			break;
 		default:
-			fprintf(stderr, "usage: aiproxy-loadgen -u url -n total "
-					"-c concurrent -b body [-H hdr] [-t s]\n");
+			fprintf(stderr,
+			    "usage: aiproxy-loadgen -u url -n total "
+			    "-c concurrent -b body [-H hdr] [-t s]\n");
 			return 2;
 		}
 	}
@@ -141,8 +142,8 @@ main(int argc, char **argv)
 	l.lat_us = calloc((size_t)l.total, sizeof(*l.lat_us));
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	l.multi = curl_multi_init();
-	curl_multi_setopt(l.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-	    (long)concurrent);
+	curl_multi_setopt(
+	    l.multi, CURLMOPT_MAX_TOTAL_CONNECTIONS, (long)concurrent);
 	t0 = clock_mono_us();
 	while (l.started < l.total && l.open < concurrent)
 		start_one(&l);
@@ -154,10 +155,10 @@ main(int argc, char **argv)
 
 			if (m->msg != CURLMSG_DONE)
 				continue;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE,
-			    (char **)&r);
-			curl_easy_getinfo(m->easy_handle,
-			    CURLINFO_RESPONSE_CODE, &code);
+			curl_easy_getinfo(
+			    m->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+			curl_easy_getinfo(
+			    m->easy_handle, CURLINFO_RESPONSE_CODE, &code);
 			if (m->data.result == CURLE_OK && code == 200)
 				l.lat_us[l.done++] =
 				    clock_mono_us() - r->start_us;
@@ -172,8 +173,8 @@ main(int argc, char **argv)
 		}
 		if (l.open > 0)
 			curl_multi_poll(l.multi, NULL, 0, 100, NULL);
-	} while (l.open > 0 &&
-	    clock_mono_us() - t0 < (l.timeout_s + 5) * 1000000LL);
+	} while (
+	    l.open > 0 && clock_mono_us() - t0 < (l.timeout_s + 5) * 1000000LL);
 	t1 = clock_mono_us();
 	qsort(l.lat_us, (size_t)l.done, sizeof(*l.lat_us), cmp64);
 	printf("{\"requests\":%d,\"completed\":%d,\"failed\":%d,"

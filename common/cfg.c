@@ -15,128 +15,126 @@
 extern char **environ;
 
 #define OFF(f) offsetof(struct cfg, f)
-#define NNG(name, def, who, field, help) \
-	{name, CFG_T_NNG_URL, who, def, 0, 256, OFF(field), help}
+#define NNG(name, def, who, field, help)                                       \
+	{                                                                      \
+		name, CFG_T_NNG_URL, who, def, 0, 256, OFF(field), help        \
+	}
 
 static const struct cfg_var cfg_table[] = {
-	{"AI_PROXY_ENABLED", CFG_T_BOOL, CFG_GW, "true", 0, 0, OFF(enabled),
-	    "master switch: false answers 503 on the chat routes"},
-	{"AI_PROXY_RATE_LIMIT_PER_MINUTE", CFG_T_INT, CFG_GW | CFG_RL, "60", 1,
-	    1e6, OFF(rate_limit_per_minute),
-	    "requests per minute per user or session"},
-	{"AI_PROXY_RATE_LIMIT_PER_HOUR", CFG_T_INT, CFG_GW | CFG_RL, "500", 1,
-	    1e7, OFF(rate_limit_per_hour),
-	    "requests per hour per user or session"},
-	{"AI_PROXY_RATE_LIMIT_PER_IP_MINUTE", CFG_T_INT, CFG_GW | CFG_RL, "0",
-	    0, 1e7, OFF(rate_limit_per_ip_minute),
-	    "requests per minute per client IP (0: 3 x the per-minute limit)"},
-	{"AI_PROXY_MAX_TOKENS", CFG_T_INT, CFG_GW | CFG_PW, "4000", 1, 1e6,
-	    OFF(max_tokens), "largest max_tokens a request may ask for"},
-	{"AI_PROXY_DEFAULT_MAX_TOKENS", CFG_T_INT, CFG_GW, "1024", 1, 1e6,
-	    OFF(default_max_tokens),
-	    "max_tokens used when a request gives none (capped by "
-	    "AI_PROXY_MAX_TOKENS)"},
-	{"AI_PROXY_TIMEOUT_SECONDS", CFG_T_INT, CFG_GW | CFG_RL | CFG_PW, "60",
-	    1, 3600,
-	    OFF(timeout_seconds), "upstream deadline per request (then 504)"},
-	{"AI_PROXY_CACHE_TTL_SECONDS", CFG_T_INT, CFG_PW, "3600", 0, 604800,
-	    OFF(cache_ttl_seconds), "response cache lifetime (0: no cache)"},
-	{"AI_PROXY_COST_LIMIT_DAILY", CFG_T_DBL, CFG_GW | CFG_RL | CFG_ACCT,
-	    "10.0", 0, 1e6, OFF(cost_limit_daily),
-	    "USD per user or session per UTC day"},
-	{"REDIS_URL", CFG_T_STR, CFG_RL | CFG_PW, "redis://127.0.0.1:6379", 0,
-	    512, OFF(redis_url), "Redis for shared limits and breakers"},
-	{"REDIS_ENABLED", CFG_T_BOOL, CFG_RL | CFG_PW, "false", 0, 0,
-	    OFF(redis_enabled), "false: in-process limits (one machine)"},
-	{"REDIS_MAX_CONNECTIONS", CFG_T_INT, CFG_RL | CFG_PW, "10", 1, 1000,
-	    OFF(redis_max_connections), "Redis connection pool size"},
-	{"AI_PROXY_REDIS_TIMEOUT_MS", CFG_T_INT, CFG_RL | CFG_PW, "50", 1,
-	    60000, OFF(redis_timeout_ms),
-	    "slower than this, Redis counts as down (fallback)"},
-	{"CIRCUIT_BREAKER_FAILURE_THRESHOLD", CFG_T_INT, CFG_PW, "5", 1, 1000,
-	    OFF(cb_failure_threshold),
-	    "consecutive failures that open a provider's breaker"},
-	{"CIRCUIT_BREAKER_RECOVERY_TIMEOUT", CFG_T_INT, CFG_PW, "60", 1, 86400,
-	    OFF(cb_recovery_timeout), "seconds open before a half-open probe"},
-	{"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", CFG_T_DBL, CFG_PW, "0.5",
-	    0, 1, OFF(cb_expected_exception_rate),
-	    "failure rate in the window that opens the breaker"},
-	{"CLAUDE_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512,
-	    OFF(claude_api_key), "Anthropic key (workers only)"},
-	{"OPENAI_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512,
-	    OFF(openai_api_key), "OpenAI key (workers only)"},
-	{"DEFAULT_AI_MODEL", CFG_T_STR, CFG_GW, "claude-3-sonnet", 1, 128,
-	    OFF(default_model), "model used when a request names none"},
-	{"DATABASE_URL", CFG_T_STR, CFG_ACCT, NULL, 0, 1024, OFF(database_url),
-	    "postgresql://... or sqlite:///path (unset: SQLite in the state "
-	    "folder)"},
-	{"LOG_LEVEL", CFG_T_STR, CFG_ALL, "info", 1, 16, OFF(log_level),
-	    "debug, info, warn or error"},
-	{"DEBUG", CFG_T_BOOL, CFG_ALL, "false", 0, 0, OFF(debug),
-	    "true: debug logs"},
-	{"CLAUDE_BASE_URL", CFG_T_HTTP_URL, CFG_PW, "https://api.anthropic.com",
-	    0, 512, OFF(claude_base_url), "Anthropic API base URL"},
-	{"OPENAI_BASE_URL", CFG_T_HTTP_URL, CFG_PW, "https://api.openai.com", 0,
-	    512, OFF(openai_base_url), "OpenAI API base URL"},
-	{"AI_PROXY_HOST", CFG_T_STR, CFG_GW, "127.0.0.1", 1, 255, OFF(host),
-	    "HTTP listen address"},
-	{"AI_PROXY_PORT", CFG_T_INT, CFG_GW, "8000", 1, 65535, OFF(port),
-	    "HTTP listen port"},
-	NNG("AI_PROXY_WORKER_URL", "tcp://127.0.0.1:7100", CFG_GW | CFG_PW,
-	    worker_url, "gateway listens (req), workers dial (rep)"),
-	NNG("AI_PROXY_STREAM_URL", "tcp://127.0.0.1:7101", CFG_GW, stream_url,
-	    "gateway listens (pull) for stream chunks; workers dial the "
-	    "address each request carries (push)"),
-	NNG("AI_PROXY_CONTROL_URL", "tcp://127.0.0.1:7102", CFG_GW | CFG_PW,
-	    control_url, "gateway listens (pub), workers dial (sub)"),
-	NNG("AI_PROXY_GATEWAY_URL", "tcp://127.0.0.1:7103", CFG_GW,
-	    gateway_url, "gateway listens (rep) for ping and status"),
-	NNG("AI_PROXY_RATELIMITER_URL", "tcp://127.0.0.1:7110", CFG_GW | CFG_RL,
-	    ratelimiter_url, "ratelimiter listens (rep), gateway dials (req)"),
-	NNG("AI_PROXY_ACCOUNTANT_URL", "tcp://127.0.0.1:7120",
-	    CFG_GW | CFG_RL | CFG_PW | CFG_ACCT, accountant_url,
-	    "accountant listens (rep); gateway, ratelimiter and workers dial "
-	    "(req)"),
-	NNG("AI_PROXY_USAGE_URL", "tcp://127.0.0.1:7121", CFG_PW | CFG_ACCT,
-	    usage_url, "accountant listens (sub), workers dial (pub)"),
-	{"AI_PROXY_WORKERS", CFG_T_INT, CFG_PW, "2", 1, 256, OFF(workers),
-	    "provider-worker processes ./scripts/run starts"},
-	{"AI_PROXY_WORKER_ID", CFG_T_STR, CFG_PW, "w1", 1, 32, OFF(worker_id),
-	    "this worker's name (journal, logs)"},
-	{"AI_PROXY_WORKER_CONCURRENCY", CFG_T_INT, CFG_PW, "8192", 1, 100000,
-	    OFF(worker_concurrency), "calls one worker holds at once"},
-	{"AI_PROXY_MAX_BODY_BYTES", CFG_T_INT, CFG_GW, "1048576", 1024,
-	    67108864, OFF(max_body_bytes), "largest request body (then 413)"},
-	{"AI_PROXY_MAX_HEADER_BYTES", CFG_T_INT, CFG_GW, "16384", 1024, 1048576,
-	    OFF(max_header_bytes), "largest request header block"},
-	{"AI_PROXY_MAX_CONNS_PER_IP", CFG_T_INT, CFG_GW, "256", 1, 100000,
-	    OFF(max_conns_per_ip), "open connections per client IP"},
-	{"AI_PROXY_CONN_TIMEOUT_SECONDS", CFG_T_INT, CFG_GW, "30", 1, 3600,
-	    OFF(conn_timeout_seconds),
-	    "idle client connection timeout (slow headers or body)"},
-	{"AI_PROXY_CORS_ORIGINS", CFG_T_STR, CFG_GW, "", 0, 4096,
-	    OFF(cors_origins), "comma-separated allowed origins"},
-	{"AI_PROXY_ADMIN_KEY", CFG_T_SECRET, CFG_GW, NULL, 0, 512,
-	    OFF(admin_key), "bearer key of the admin endpoints (unset: 404)"},
-	{"AI_PROXY_JWT_SECRET", CFG_T_SECRET, CFG_GW, NULL, 0, 512,
-	    OFF(jwt_secret), "HS256 secret of user tokens"},
-	{"AI_PROXY_TRUSTED_PROXIES", CFG_T_STR, CFG_GW, "", 0, 4096,
-	    OFF(trusted_proxies),
-	    "comma-separated proxy IPs whose X-Forwarded-For is honoured"},
-	{"AI_PROXY_BLOCK_SECONDS", CFG_T_INT, CFG_GW | CFG_RL, "900", 1, 604800,
-	    OFF(block_seconds), "how long a subject stays blocked"},
-	{"AI_PROXY_RATELIMITER_REPLICAS", CFG_T_INT, CFG_RL, "1", 1, 1000,
-	    OFF(ratelimiter_replicas),
-	    "ratelimiters sharing Redis: while Redis is down each enforces "
-	    "1/N of every limit in process"},
-	{"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10,
-	    OFF(max_retries), "upstream retries per request"},
-	{"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,
-	    1024, OFF(models_file),
-	    "model table: ids, aliases, prices (unset: config/models.json of "
-	    "the source tree built)"},
-	{"AI_PROXY_STATE_DIR", CFG_T_STR, CFG_ALL, "./var", 1, 1024,
-	    OFF(state_dir), "folder for SQLite, journals"},
+    {"AI_PROXY_ENABLED", CFG_T_BOOL, CFG_GW, "true", 0, 0, OFF(enabled),
+	"master switch: false answers 503 on the chat routes"},
+    {"AI_PROXY_RATE_LIMIT_PER_MINUTE", CFG_T_INT, CFG_GW | CFG_RL, "60", 1, 1e6,
+	OFF(rate_limit_per_minute), "requests per minute per user or session"},
+    {"AI_PROXY_RATE_LIMIT_PER_HOUR", CFG_T_INT, CFG_GW | CFG_RL, "500", 1, 1e7,
+	OFF(rate_limit_per_hour), "requests per hour per user or session"},
+    {"AI_PROXY_RATE_LIMIT_PER_IP_MINUTE", CFG_T_INT, CFG_GW | CFG_RL, "0", 0,
+	1e7, OFF(rate_limit_per_ip_minute),
+	"requests per minute per client IP (0: 3 x the per-minute limit)"},
+    {"AI_PROXY_MAX_TOKENS", CFG_T_INT, CFG_GW | CFG_PW, "4000", 1, 1e6,
+	OFF(max_tokens), "largest max_tokens a request may ask for"},
+    {"AI_PROXY_DEFAULT_MAX_TOKENS", CFG_T_INT, CFG_GW, "1024", 1, 1e6,
+	OFF(default_max_tokens),
+	"max_tokens used when a request gives none (capped by "
+	"AI_PROXY_MAX_TOKENS)"},
+    {"AI_PROXY_TIMEOUT_SECONDS", CFG_T_INT, CFG_GW | CFG_RL | CFG_PW, "60", 1,
+	3600, OFF(timeout_seconds), "upstream deadline per request (then 504)"},
+    {"AI_PROXY_CACHE_TTL_SECONDS", CFG_T_INT, CFG_PW, "3600", 0, 604800,
+	OFF(cache_ttl_seconds), "response cache lifetime (0: no cache)"},
+    {"AI_PROXY_COST_LIMIT_DAILY", CFG_T_DBL, CFG_GW | CFG_RL | CFG_ACCT, "10.0",
+	0, 1e6, OFF(cost_limit_daily), "USD per user or session per UTC day"},
+    {"REDIS_URL", CFG_T_STR, CFG_RL | CFG_PW, "redis://127.0.0.1:6379", 0, 512,
+	OFF(redis_url), "Redis for shared limits and breakers"},
+    {"REDIS_ENABLED", CFG_T_BOOL, CFG_RL | CFG_PW, "false", 0, 0,
+	OFF(redis_enabled), "false: in-process limits (one machine)"},
+    {"REDIS_MAX_CONNECTIONS", CFG_T_INT, CFG_RL | CFG_PW, "10", 1, 1000,
+	OFF(redis_max_connections), "Redis connection pool size"},
+    {"AI_PROXY_REDIS_TIMEOUT_MS", CFG_T_INT, CFG_RL | CFG_PW, "50", 1, 60000,
+	OFF(redis_timeout_ms),
+	"slower than this, Redis counts as down (fallback)"},
+    {"CIRCUIT_BREAKER_FAILURE_THRESHOLD", CFG_T_INT, CFG_PW, "5", 1, 1000,
+	OFF(cb_failure_threshold),
+	"consecutive failures that open a provider's breaker"},
+    {"CIRCUIT_BREAKER_RECOVERY_TIMEOUT", CFG_T_INT, CFG_PW, "60", 1, 86400,
+	OFF(cb_recovery_timeout), "seconds open before a half-open probe"},
+    {"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", CFG_T_DBL, CFG_PW, "0.5", 0, 1,
+	OFF(cb_expected_exception_rate),
+	"failure rate in the window that opens the breaker"},
+    {"CLAUDE_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512, OFF(claude_api_key),
+	"Anthropic key (workers only)"},
+    {"OPENAI_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512, OFF(openai_api_key),
+	"OpenAI key (workers only)"},
+    {"DEFAULT_AI_MODEL", CFG_T_STR, CFG_GW, "claude-3-sonnet", 1, 128,
+	OFF(default_model), "model used when a request names none"},
+    {"DATABASE_URL", CFG_T_STR, CFG_ACCT, NULL, 0, 1024, OFF(database_url),
+	"postgresql://... or sqlite:///path (unset: SQLite in the state "
+	"folder)"},
+    {"LOG_LEVEL", CFG_T_STR, CFG_ALL, "info", 1, 16, OFF(log_level),
+	"debug, info, warn or error"},
+    {"DEBUG", CFG_T_BOOL, CFG_ALL, "false", 0, 0, OFF(debug),
+	"true: debug logs"},
+    {"CLAUDE_BASE_URL", CFG_T_HTTP_URL, CFG_PW, "https://api.anthropic.com", 0,
+	512, OFF(claude_base_url), "Anthropic API base URL"},
+    {"OPENAI_BASE_URL", CFG_T_HTTP_URL, CFG_PW, "https://api.openai.com", 0,
+	512, OFF(openai_base_url), "OpenAI API base URL"},
+    {"AI_PROXY_HOST", CFG_T_STR, CFG_GW, "127.0.0.1", 1, 255, OFF(host),
+	"HTTP listen address"},
+    {"AI_PROXY_PORT", CFG_T_INT, CFG_GW, "8000", 1, 65535, OFF(port),
+	"HTTP listen port"},
+    NNG("AI_PROXY_WORKER_URL", "tcp://127.0.0.1:7100", CFG_GW | CFG_PW,
+	worker_url, "gateway listens (req), workers dial (rep)"),
+    NNG("AI_PROXY_STREAM_URL", "tcp://127.0.0.1:7101", CFG_GW, stream_url,
+	"gateway listens (pull) for stream chunks; workers dial the "
+	"address each request carries (push)"),
+    NNG("AI_PROXY_CONTROL_URL", "tcp://127.0.0.1:7102", CFG_GW | CFG_PW,
+	control_url, "gateway listens (pub), workers dial (sub)"),
+    NNG("AI_PROXY_GATEWAY_URL", "tcp://127.0.0.1:7103", CFG_GW, gateway_url,
+	"gateway listens (rep) for ping and status"),
+    NNG("AI_PROXY_RATELIMITER_URL", "tcp://127.0.0.1:7110", CFG_GW | CFG_RL,
+	ratelimiter_url, "ratelimiter listens (rep), gateway dials (req)"),
+    NNG("AI_PROXY_ACCOUNTANT_URL", "tcp://127.0.0.1:7120",
+	CFG_GW | CFG_RL | CFG_PW | CFG_ACCT, accountant_url,
+	"accountant listens (rep); gateway, ratelimiter and workers dial "
+	"(req)"),
+    NNG("AI_PROXY_USAGE_URL", "tcp://127.0.0.1:7121", CFG_PW | CFG_ACCT,
+	usage_url, "accountant listens (sub), workers dial (pub)"),
+    {"AI_PROXY_WORKERS", CFG_T_INT, CFG_PW, "2", 1, 256, OFF(workers),
+	"provider-worker processes ./scripts/run starts"},
+    {"AI_PROXY_WORKER_ID", CFG_T_STR, CFG_PW, "w1", 1, 32, OFF(worker_id),
+	"this worker's name (journal, logs)"},
+    {"AI_PROXY_WORKER_CONCURRENCY", CFG_T_INT, CFG_PW, "8192", 1, 100000,
+	OFF(worker_concurrency), "calls one worker holds at once"},
+    {"AI_PROXY_MAX_BODY_BYTES", CFG_T_INT, CFG_GW, "1048576", 1024, 67108864,
+	OFF(max_body_bytes), "largest request body (then 413)"},
+    {"AI_PROXY_MAX_HEADER_BYTES", CFG_T_INT, CFG_GW, "16384", 1024, 1048576,
+	OFF(max_header_bytes), "largest request header block"},
+    {"AI_PROXY_MAX_CONNS_PER_IP", CFG_T_INT, CFG_GW, "256", 1, 100000,
+	OFF(max_conns_per_ip), "open connections per client IP"},
+    {"AI_PROXY_CONN_TIMEOUT_SECONDS", CFG_T_INT, CFG_GW, "30", 1, 3600,
+	OFF(conn_timeout_seconds),
+	"idle client connection timeout (slow headers or body)"},
+    {"AI_PROXY_CORS_ORIGINS", CFG_T_STR, CFG_GW, "", 0, 4096, OFF(cors_origins),
+	"comma-separated allowed origins"},
+    {"AI_PROXY_ADMIN_KEY", CFG_T_SECRET, CFG_GW, NULL, 0, 512, OFF(admin_key),
+	"bearer key of the admin endpoints (unset: 404)"},
+    {"AI_PROXY_JWT_SECRET", CFG_T_SECRET, CFG_GW, NULL, 0, 512, OFF(jwt_secret),
+	"HS256 secret of user tokens"},
+    {"AI_PROXY_TRUSTED_PROXIES", CFG_T_STR, CFG_GW, "", 0, 4096,
+	OFF(trusted_proxies),
+	"comma-separated proxy IPs whose X-Forwarded-For is honoured"},
+    {"AI_PROXY_BLOCK_SECONDS", CFG_T_INT, CFG_GW | CFG_RL, "900", 1, 604800,
+	OFF(block_seconds), "how long a subject stays blocked"},
+    {"AI_PROXY_RATELIMITER_REPLICAS", CFG_T_INT, CFG_RL, "1", 1, 1000,
+	OFF(ratelimiter_replicas),
+	"ratelimiters sharing Redis: while Redis is down each enforces "
+	"1/N of every limit in process"},
+    {"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10, OFF(max_retries),
+	"upstream retries per request"},
+    {"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,
+	1024, OFF(models_file),
+	"model table: ids, aliases, prices (unset: config/models.json of "
+	"the source tree built)"},
+    {"AI_PROXY_STATE_DIR", CFG_T_STR, CFG_ALL, "./var", 1, 1024, OFF(state_dir),
+	"folder for SQLite, journals"},
 };
 
 #define CFG_NVARS (sizeof(cfg_table) / sizeof(cfg_table[0]))
@@ -148,8 +146,7 @@ cfg_vars(size_t *ret_n)
 	return cfg_table;
 }
 
-static int
-cfg_err(char *err, size_t errlen, const char *fmt, ...)
+static int cfg_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -415,8 +412,8 @@ cfg_free(struct cfg *c)
 }
 
 int
-cfg_load(struct cfg *c, unsigned mask, char *const *envp,
-    const char *env_file, char *err, size_t errlen)
+cfg_load(struct cfg *c, unsigned mask, char *const *envp, const char *env_file,
+    char *err, size_t errlen)
 {
 	struct cfg_kv *file = NULL;
 	size_t nfile = 0;
@@ -435,8 +432,8 @@ cfg_load(struct cfg *c, unsigned mask, char *const *envp,
 		const char *eq = strchr(*e, '=');
 
 		if (eq != NULL)
-			rv = cfg_check_unknown(*e, (size_t)(eq - *e), "", err,
-			    errlen);
+			rv = cfg_check_unknown(
+			    *e, (size_t)(eq - *e), "", err, errlen);
 	}
 	for (size_t i = 0; i < CFG_NVARS && rv == 0; i++) {
 		const struct cfg_var *v = &cfg_table[i];
@@ -467,12 +464,12 @@ cfg_load(struct cfg *c, unsigned mask, char *const *envp,
 	if (rv == 0 && (mask & (CFG_GW | CFG_PW | CFG_ACCT)) &&
 	    c->models_file == NULL &&
 	    (c->models_file = strdup(AIPROXY_MODELS_DEFAULT)) == NULL)
-		rv = cfg_err(err, errlen, "AI_PROXY_MODELS_FILE: out of memory");
+		rv =
+		    cfg_err(err, errlen, "AI_PROXY_MODELS_FILE: out of memory");
 	if (rv == 0 && (mask & (CFG_GW | CFG_RL)) &&
 	    c->rate_limit_per_ip_minute == 0)
 		c->rate_limit_per_ip_minute = 3 * c->rate_limit_per_minute;
-	if (rv == 0 && (mask & CFG_GW) &&
-	    c->default_max_tokens > c->max_tokens)
+	if (rv == 0 && (mask & CFG_GW) && c->default_max_tokens > c->max_tokens)
 		c->default_max_tokens = c->max_tokens;
 	if (rv == 0 && c->log_level != NULL) {
 		enum log_level lvl;
@@ -489,13 +486,13 @@ cfg_load(struct cfg *c, unsigned mask, char *const *envp,
 }
 
 static const char *const cfg_type_names[CFG_T_MAX] = {
-	[CFG_T_BOOL] = "bool",
-	[CFG_T_INT] = "int",
-	[CFG_T_DBL] = "number",
-	[CFG_T_STR] = "string",
-	[CFG_T_SECRET] = "secret",
-	[CFG_T_NNG_URL] = "nng URL",
-	[CFG_T_HTTP_URL] = "URL",
+    [CFG_T_BOOL] = "bool",
+    [CFG_T_INT] = "int",
+    [CFG_T_DBL] = "number",
+    [CFG_T_STR] = "string",
+    [CFG_T_SECRET] = "secret",
+    [CFG_T_NNG_URL] = "nng URL",
+    [CFG_T_HTTP_URL] = "URL",
 };
 
 static void
@@ -523,13 +520,12 @@ cfg_print_table(FILE *f)
 			snprintf(bounds, sizeof(bounds), "%.0f..%.0f", v->min,
 			    v->max);
 		else if (v->type == CFG_T_DBL)
-			snprintf(bounds, sizeof(bounds), "%g..%g", v->min,
-			    v->max);
+			snprintf(
+			    bounds, sizeof(bounds), "%g..%g", v->min, v->max);
 		else if (v->type == CFG_T_BOOL)
 			snprintf(bounds, sizeof(bounds), "true/false");
 		else
-			snprintf(bounds, sizeof(bounds), "<= %g chars",
-			    v->max);
+			snprintf(bounds, sizeof(bounds), "<= %g chars", v->max);
 		fprintf(f, "| `%s` | %s | %s | %s%s%s | %s | %s |\n", v->name,
 		    cfg_type_names[v->type], bounds,
 		    v->def && v->def[0] ? "`" : "",
@@ -559,7 +555,8 @@ cfg_log(const struct cfg *c, unsigned mask)
 			    (long long)*(const int64_t *)field);
 			break;
 		case CFG_T_DBL:
-			snprintf(num, sizeof(num), "%g", *(const double *)field);
+			snprintf(
+			    num, sizeof(num), "%g", *(const double *)field);
 			break;
 		case CFG_T_SECRET:
 			val = *(char *const *)field ? "(set)" : "(unset)";
@@ -576,7 +573,7 @@ cfg_log(const struct cfg *c, unsigned mask)
 			}
 			break;
 		}
-		log_debug(NULL, "config", LF_S("name", v->name),
-		    LF_S("value", val));
+		log_debug(
+		    NULL, "config", LF_S("name", v->name), LF_S("value", val));
 	}
 }

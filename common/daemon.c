@@ -27,8 +27,8 @@ daemon_usage(const char *name)
 }
 
 void
-daemon_setup(int argc, char **argv, const char *name, unsigned mask,
-    struct cfg *ret)
+daemon_setup(
+    int argc, char **argv, const char *name, unsigned mask, struct cfg *ret)
 {
 	const char *env_file = NULL;
 	bool check_only = false;

@@ -14,8 +14,8 @@
  * afterwards and ignores SIGPIPE.  Exits on -n, -h or a bad configuration.
  * Caller frees *ret with cfg_free().
  */
-void daemon_setup(int argc, char **argv, const char *name, unsigned mask,
-    struct cfg *ret);
+void daemon_setup(
+    int argc, char **argv, const char *name, unsigned mask, struct cfg *ret);
 /* Blocks until SIGINT or SIGTERM arrives; returns the signal number. */
 int daemon_wait_signal(void);
 /* Creates path and its parents (mode 0700). */

@@ -44,9 +44,9 @@ id_new(const char *prefix, char *out, size_t outlen)
 		memset(rnd, 0, sizeof(rnd));
 	for (i = 0; i < 16; i++) {
 		size_t bit = i * 5;
-		unsigned v = ((unsigned)rnd[bit / 8] << 8 |
-				 (bit / 8 + 1 < sizeof(rnd) ? rnd[bit / 8 + 1]
-							    : 0)) >>
+		unsigned v =
+		    ((unsigned)rnd[bit / 8] << 8 |
+			(bit / 8 + 1 < sizeof(rnd) ? rnd[bit / 8 + 1] : 0)) >>
 		    (11 - bit % 8);
 		body[10 + i] = id_alphabet[v & 31];
 	}

@@ -13,7 +13,7 @@
 
 #include "clock.h"
 
-#define LOG_LINE_MAX 8192
+#define LOG_LINE_MAX    8192
 #define LOG_SECRETS_MAX 16
 
 static const char *log_daemon = "aiproxy";
@@ -23,10 +23,10 @@ static char *log_secrets[LOG_SECRETS_MAX];
 static size_t log_nsecrets;
 
 static const char *const log_level_names[LOG_LVL_MAX] = {
-	[LOG_LVL_DEBUG] = "debug",
-	[LOG_LVL_INFO] = "info",
-	[LOG_LVL_WARN] = "warn",
-	[LOG_LVL_ERROR] = "error",
+    [LOG_LVL_DEBUG] = "debug",
+    [LOG_LVL_INFO] = "info",
+    [LOG_LVL_WARN] = "warn",
+    [LOG_LVL_ERROR] = "error",
 };
 
 struct line {
@@ -73,11 +73,11 @@ log_level_parse(const char *s, enum log_level *ret)
 		const char *name;
 		enum log_level level;
 	} names[] = {
-		{"debug", LOG_LVL_DEBUG},
-		{"info", LOG_LVL_INFO},
-		{"warn", LOG_LVL_WARN},
-		{"warning", LOG_LVL_WARN},
-		{"error", LOG_LVL_ERROR},
+	    {"debug", LOG_LVL_DEBUG},
+	    {"info", LOG_LVL_INFO},
+	    {"warn", LOG_LVL_WARN},
+	    {"warning", LOG_LVL_WARN},
+	    {"error", LOG_LVL_ERROR},
 	};
 
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -252,8 +252,8 @@ line_redact(struct line *l)
 		size_t n = strlen(log_secrets[i]);
 		char *hit;
 
-		while ((hit = memmem(l->buf, l->len, log_secrets[i], n)) !=
-		    NULL) {
+		while (
+		    (hit = memmem(l->buf, l->len, log_secrets[i], n)) != NULL) {
 			/* The mark is never longer than a secret (>= 8). */
 			size_t m = n < sizeof(mark) - 1 ? n : sizeof(mark) - 1;
 			size_t tail = l->len - (size_t)(hit - l->buf) - n;
@@ -295,7 +295,7 @@ log_emit(enum log_level level, const char *request_id, const char *msg,
 	line_put_key(&l, "msg");
 	line_put_json_str(&l, msg);
 	for (; fields != NULL && fields->kind != LOG_F_END && !l.truncated;
-	    fields++) {
+	     fields++) {
 		mark = l.len;
 		line_put_key(&l, fields->key);
 		switch (fields->kind) {

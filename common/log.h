@@ -33,11 +33,11 @@ struct log_field {
 };
 
 #define LF_S(k, v) ((struct log_field){.kind = LOG_F_STR, .key = (k), .s = (v)})
-#define LF_I(k, v) \
+#define LF_I(k, v)                                                             \
 	((struct log_field){.kind = LOG_F_INT, .key = (k), .i = (long long)(v)})
-#define LF_D(k, v) \
+#define LF_D(k, v)                                                             \
 	((struct log_field){.kind = LOG_F_DBL, .key = (k), .d = (double)(v)})
-#define LF_B(k, v) \
+#define LF_B(k, v)                                                             \
 	((struct log_field){.kind = LOG_F_BOOL, .key = (k), .i = !!(v)})
 #define LF_END ((struct log_field){.kind = LOG_F_END})
 
@@ -60,20 +60,21 @@ void log_emit(enum log_level level, const char *request_id, const char *msg,
 void log_emitf(enum log_level level, const char *request_id, const char *fmt,
     ...) __attribute__((format(printf, 3, 4)));
 
-#define log_debug(rid, msg, ...) \
-	log_emit(LOG_LVL_DEBUG, (rid), (msg), \
+#define log_debug(rid, msg, ...)                                               \
+	log_emit(LOG_LVL_DEBUG, (rid), (msg),                                  \
 	    (const struct log_field[]){__VA_ARGS__ __VA_OPT__(, ) LF_END})
-#define log_info(rid, msg, ...) \
-	log_emit(LOG_LVL_INFO, (rid), (msg), \
+#define log_info(rid, msg, ...)                                                \
+	log_emit(LOG_LVL_INFO, (rid), (msg),                                   \
 	    (const struct log_field[]){__VA_ARGS__ __VA_OPT__(, ) LF_END})
-#define log_warn(rid, msg, ...) \
-	log_emit(LOG_LVL_WARN, (rid), (msg), \
+#define log_warn(rid, msg, ...)                                                \
+	log_emit(LOG_LVL_WARN, (rid), (msg),                                   \
 	    (const struct log_field[]){__VA_ARGS__ __VA_OPT__(, ) LF_END})
-#define log_error(rid, msg, ...) \
-	log_emit(LOG_LVL_ERROR, (rid), (msg), \
+#define log_error(rid, msg, ...)                                               \
+	log_emit(LOG_LVL_ERROR, (rid), (msg),                                  \
 	    (const struct log_field[]){__VA_ARGS__ __VA_OPT__(, ) LF_END})
 
 /* Start-up failures only: logs at error level and exits 1. */
-void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatal(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 #endif

@@ -2,15 +2,15 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
 
-#define MODELS_MAX 512
+#define MODELS_MAX  512
 #define ALIASES_MAX 2048
 
 struct model_alias {
@@ -25,8 +25,7 @@ struct model_table {
 	size_t naliases;
 };
 
-static int
-models_err(char *err, size_t errlen, const char *fmt, ...)
+static int models_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
 static int
@@ -69,8 +68,8 @@ name_taken(const struct model_table *t, const char *name)
 }
 
 int
-models_load(const char *path, struct model_table **ret, char *err,
-    size_t errlen)
+models_load(
+    const char *path, struct model_table **ret, char *err, size_t errlen)
 {
 	struct model_table *t;
 	json_error_t jerr;
@@ -80,8 +79,8 @@ models_load(const char *path, struct model_table **ret, char *err,
 
 	if ((root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr)) ==
 	    NULL)
-		return models_err(err, errlen, "%s:%d: %s", path, jerr.line,
-		    jerr.text);
+		return models_err(
+		    err, errlen, "%s:%d: %s", path, jerr.line, jerr.text);
 	arr = json_object_get(root, "models");
 	if (!json_is_array(arr) || json_array_size(arr) == 0 ||
 	    json_array_size(arr) > MODELS_MAX) {
@@ -97,8 +96,7 @@ models_load(const char *path, struct model_table **ret, char *err,
 		json_decref(root);
 		return -ENOMEM;
 	}
-	json_array_foreach(arr, i, o)
-	{
+	json_array_foreach(arr, i, o) {
 		struct model *m = &t->models[t->n];
 		const char *id, *prov;
 		json_t *al, *a;
@@ -115,8 +113,8 @@ models_load(const char *path, struct model_table **ret, char *err,
 			goto out;
 		}
 		if (name_taken(t, id)) {
-			rv = models_err(err, errlen, "%s: %s listed twice",
-			    path, id);
+			rv = models_err(
+			    err, errlen, "%s: %s listed twice", path, id);
 			goto out;
 		}
 		snprintf(m->id, sizeof(m->id), "%s", id);
@@ -149,8 +147,7 @@ models_load(const char *path, struct model_table **ret, char *err,
 			    "%s: %s: aliases must be an array", path, id);
 			goto out;
 		}
-		json_array_foreach(al, j, a)
-		{
+		json_array_foreach(al, j, a) {
 			const char *name = json_string_value(a);
 
 			if (name == NULL || strlen(name) == 0 ||
@@ -234,8 +231,8 @@ models_cost(const struct model *m, const struct model_usage *u)
 }
 
 int64_t
-models_worst_case(const struct model *m, int64_t input_tokens,
-    int64_t max_tokens)
+models_worst_case(
+    const struct model *m, int64_t input_tokens, int64_t max_tokens)
 {
 	int64_t in = m->in;
 
@@ -245,6 +242,6 @@ models_worst_case(const struct model *m, int64_t input_tokens,
 		in = m->cache_write_5m;
 	if (m->cache_write_1h > in)
 		in = m->cache_write_1h;
-	return pico_to_micro_ceil((__int128)input_tokens * in +
-	    (__int128)max_tokens * m->out);
+	return pico_to_micro_ceil(
+	    (__int128)input_tokens * in + (__int128)max_tokens * m->out);
 }

@@ -35,19 +35,19 @@ struct model_usage {
 struct model_table;
 
 /* Caller frees with models_free().  err names the problem. */
-int models_load(const char *path, struct model_table **ret, char *err,
-    size_t errlen);
+int models_load(
+    const char *path, struct model_table **ret, char *err, size_t errlen);
 void models_free(struct model_table *t);
 /* By exact id or alias; NULL when unknown.  Borrowed from t. */
-const struct model *models_lookup(const struct model_table *t,
-    const char *name);
+const struct model *models_lookup(
+    const struct model_table *t, const char *name);
 size_t models_count(const struct model_table *t);
 const struct model *models_at(const struct model_table *t, size_t i);
 /* Cost in micro-USD, rounded up (never under-bills). */
 int64_t models_cost(const struct model *m, const struct model_usage *u);
 /* Worst case before the call: input_tokens at the input price plus
  * max_tokens at the output price, rounded up. */
-int64_t models_worst_case(const struct model *m, int64_t input_tokens,
-    int64_t max_tokens);
+int64_t models_worst_case(
+    const struct model *m, int64_t input_tokens, int64_t max_tokens);
 
 #endif

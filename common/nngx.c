@@ -192,8 +192,8 @@ rep_cb(void *arg)
 		}
 		c->req = nng_aio_get_msg(c->aio);
 		c->state = REP_BUSY;
-		c->rep->fn(c->rep->arg, c, nng_msg_body(c->req),
-		    nng_msg_len(c->req));
+		c->rep->fn(
+		    c->rep->arg, c, nng_msg_body(c->req), nng_msg_len(c->req));
 		return;
 	case REP_SEND:
 		if (rv != 0) {

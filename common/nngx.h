@@ -32,8 +32,8 @@ struct nngx_rep_ctx;
  * reply) holds the request.  The handler answers with nngx_rep_reply(),
  * now or later from any thread; until then the context is busy.
  */
-typedef void (*nngx_rep_fn)(void *arg, struct nngx_rep_ctx *ctx,
-    const char *buf, size_t len);
+typedef void (*nngx_rep_fn)(
+    void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len);
 
 /* Opens a rep socket that listens (listen=true) or dials url, with nctx
  * contexts receiving at once. */

@@ -76,8 +76,8 @@ int h_http(const char *method, const char *url, const char *const headers[],
     const char *body, size_t body_len, int timeout_ms, struct h_resp *ret);
 /* Value of the first header called name (case-insensitive), copied into
  * out.  NULL when absent. */
-const char *h_resp_header(const struct h_resp *r, const char *name, char *out,
-    size_t outlen);
+const char *h_resp_header(
+    const struct h_resp *r, const char *name, char *out, size_t outlen);
 void h_resp_free(struct h_resp *r);
 
 /* ---- Server-Sent Events (http.c) ---- */
@@ -88,8 +88,8 @@ struct h_sse_event {
 };
 
 /* Parses a complete SSE body into events.  Caller frees with h_sse_free. */
-int h_sse_parse(const char *body, size_t len, struct h_sse_event **ret,
-    size_t *ret_n);
+int h_sse_parse(
+    const char *body, size_t len, struct h_sse_event **ret, size_t *ret_n);
 void h_sse_free(struct h_sse_event *ev, size_t n);
 
 /* ---- services (db.c: redis and postgres; mock.c: mock upstream) ---- */
@@ -125,8 +125,8 @@ struct h_mock {
 };
 /* Starts tests/mock-upstream with the given expected keys (NULL: the
  * defaults "test-anthropic-key" / "test-openai-key"). */
-int h_mock_start(struct h_mock *m, const char *anthropic_key,
-    const char *openai_key);
+int h_mock_start(
+    struct h_mock *m, const char *anthropic_key, const char *openai_key);
 void h_mock_stop(struct h_mock *m);
 
 #endif

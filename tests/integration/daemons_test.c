@@ -29,10 +29,10 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <sqlite3.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/pub.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <sqlite3.h>
 
 #include "cfg.h"
 #include "clock.h"
@@ -575,8 +575,8 @@ START_TEST(ratelimiter_answers_each_message)
 	ck_assert_ptr_nonnull(doc);
 	ck_assert_str_eq(
 	    json_string_value(json_object_get(doc, "backend")), "memory");
-	ck_assert_str_eq(json_string_value(json_object_get(doc, "limits")),
-	    "enforced");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(doc, "limits")), "enforced");
 	ck_assert_int_eq(
 	    json_integer_value(json_object_get(doc, "per_minute")), 42);
 	ck_assert_int_eq(
@@ -816,10 +816,10 @@ t_check_ledger_row(sqlite3 *db, const struct msg_usage_event *ev)
 
 	ck_assert_int_eq(sqlite3_prepare_v2(db, q, -1, &st, NULL), SQLITE_OK);
 	sqlite3_bind_text(st, 1, ev->event_id, -1, SQLITE_STATIC);
-	ck_assert_msg(sqlite3_step(st) == SQLITE_ROW, "no row for %s",
-	    ev->event_id);
-	ck_assert_str_eq((const char *)sqlite3_column_text(st, 0),
-	    ev->request_id);
+	ck_assert_msg(
+	    sqlite3_step(st) == SQLITE_ROW, "no row for %s", ev->event_id);
+	ck_assert_str_eq(
+	    (const char *)sqlite3_column_text(st, 0), ev->request_id);
 	ck_assert_str_eq(
 	    (const char *)sqlite3_column_text(st, 1), ev->worker_id);
 	ck_assert_str_eq(
@@ -917,10 +917,11 @@ START_TEST(accountant_ledgers_usage_events)
 
 	/* Exactly two rows, each the event's fields. */
 	t_wait_committed(&d, 2);
-	ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
-	    SQLITE_OK);
-	ck_assert_int_eq(sqlite3_prepare_v2(db,
-			     "SELECT count(*) FROM usage_events", -1, &st, NULL),
+	ck_assert_int_eq(
+	    sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_prepare_v2(
+		db, "SELECT count(*) FROM usage_events", -1, &st, NULL),
 	    SQLITE_OK);
 	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
 	ck_assert_int_eq(sqlite3_column_int64(st, 0), 2);
