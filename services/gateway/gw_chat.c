@@ -472,11 +472,8 @@ chat_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	enum msg_type t = MSG_NONE;
 	int rv = -EPROTO;
 
-	/* Settle the reservation whatever became of the client: the cost
-	 * the worker counted (tokens of a failed call included), else 0. */
 	if (err == 0)
 		rv = msg_chat_resp_decode(buf, len, &resp);
-	gw_limit_settle(r, rv == 0 ? resp.cost_micro_usd : 0);
 	pthread_mutex_lock(&r->mtx);
 	if (r->closed)
 		goto out;
@@ -527,6 +524,10 @@ wake:
 	gw_req_wake_locked(r);
 out:
 	pthread_mutex_unlock(&r->mtx);
+	/* Settle the reservation whatever became of the client: the cost
+	 * the worker counted (tokens of a failed call included), else 0.
+	 * After the wake: the client need not wait for the bookkeeping. */
+	gw_limit_settle(r, rv == 0 ? resp.cost_micro_usd : 0);
 	gw_req_unref(r);
 }
 

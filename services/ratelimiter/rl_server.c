@@ -342,13 +342,30 @@ rl_worker_main(void *arg)
 	return NULL;
 }
 
-/* On an nng thread: queue the request for a worker, nothing more.  While
- * stopping, the context is left as is (nngx_rep_free() drops it). */
+/* On an nng thread: with Redis, queue the request for a worker (Redis
+ * calls block), nothing more; without, answer at once.  While stopping,
+ * the context is left as is (nngx_rep_free() drops it). */
 static void
 rl_on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 {
 	struct rl_server *s = arg;
+	char *out = NULL;
+	size_t out_len = 0;
+	int rv;
 
+	/* Without Redis nothing blocks: decide right here, on the nng
+	 * thread, and spare every request a hand-off to a worker thread. */
+	if (s->redis == NULL) {
+		if ((rv = rl_server_handle(s, buf, len, &out, &out_len)) != 0) {
+			log_error(NULL, "request dropped: no reply",
+			    LF_S("error", strerror(-rv)));
+			nngx_rep_drop(ctx);
+		} else {
+			nngx_rep_reply(ctx, out, out_len);
+		}
+		free(out);
+		return;
+	}
 	pthread_mutex_lock(&s->mtx);
 	if (!s->stopping && s->qlen < RL_REP_CONTEXTS) {
 		s->queue[(s->qhead + s->qlen) % RL_REP_CONTEXTS] =
