@@ -104,19 +104,32 @@ static int
 start_proc(struct suite *s, struct hproc *p, const char *name, const char *bin,
     struct env *e)
 {
-	char log[PATH_MAX];
+	char log[PATH_MAX], vglog[PATH_MAX + 16];
 	char *path = h_bin_path(bin);
-	char *argv[3];
-	int rv;
+	char *argv[12];
+	int rv, n = 0;
 
 	if (path == NULL) {
 		fprintf(stderr, "suite: %s is not built\n", bin);
 		return -ENOENT;
 	}
 	snprintf(log, sizeof(log), "%s/%s.log", s->dir, name);
-	argv[0] = path;
-	argv[1] = (char *)"-d";
-	argv[2] = NULL;
+	/* Under memcheck: an error or a definite leak (the daemon must free
+	 * everything on SIGTERM) makes the exit status 99. */
+	if (s->opts.valgrind) {
+		snprintf(
+		    vglog, sizeof(vglog), "--log-file=%s/%s.vg", s->dir, name);
+		argv[n++] = (char *)SUITE_VALGRIND;
+		argv[n++] = (char *)"--error-exitcode=99";
+		argv[n++] = (char *)"--leak-check=full";
+		argv[n++] = (char *)"--errors-for-leak-kinds=definite";
+		argv[n++] = (char *)"--show-leak-kinds=definite";
+		argv[n++] = (char *)"--child-silent-after-fork=yes";
+		argv[n++] = vglog;
+	}
+	argv[n++] = path;
+	argv[n++] = (char *)"-d";
+	argv[n] = NULL;
 	rv = h_proc_start(p, name, argv, e->v, log, NULL);
 	free(path);
 	return rv;

@@ -20,6 +20,7 @@
 #define SUITE_ANTHROPIC_KEY "test-anthropic-key"
 #define SUITE_OPENAI_KEY    "test-openai-key"
 #define SUITE_ADMIN_KEY     "suite-admin-key-0123456789"
+#define SUITE_VALGRIND      "/usr/bin/valgrind"
 
 struct suite_opts {
 	int workers;              /* provider-workers to start (0..MAX) */
@@ -31,6 +32,9 @@ struct suite_opts {
 	const char *const *gw_env;
 	const char *const *worker_env;
 	const char *const *rl_env;
+	/* Run every daemon under valgrind memcheck (SUITE_VALGRIND); each
+	 * one's report goes to <dir>/<name>.vg. */
+	bool valgrind;
 };
 
 struct suite {
