@@ -6,7 +6,7 @@ if(TARGET aiproxy-gateway AND TARGET harness AND TARGET proto)
 	target_include_directories(gw_suite PUBLIC ${CMAKE_CURRENT_LIST_DIR})
 	target_link_libraries(gw_suite PUBLIC harness common proto
 		nng::nng PkgConfig::JANSSON)
-	set(gw_tests gateway_basic)
+	set(gw_tests gateway_basic gateway_hygiene)
 	if(TARGET aiproxy-provider-worker)
 		list(APPEND gw_tests gateway_chat gateway_stream
 			gateway_resilience gateway_ledger gateway_limits)
