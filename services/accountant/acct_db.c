@@ -127,3 +127,24 @@ acct_pct_rank(double p, int64_t n)
 	r = (int64_t)ceil(p * (double)n);
 	return r < 1 ? 1 : r > n ? n : r;
 }
+
+size_t
+acct_hwm_streams(
+    const struct msg_usage_event *ev, size_t n, struct acct_hwm *hwm)
+{
+	size_t i, k, nh = 0;
+
+	for (i = 0; i < n; i++) {
+		if (ev[i].seq <= 0)
+			continue;
+		for (k = 0; k < nh; k++)
+			if (strcmp(hwm[k].worker_id, ev[i].worker_id) == 0)
+				break;
+		if (k == nh) {
+			memcpy(hwm[nh].worker_id, ev[i].worker_id,
+			    sizeof(hwm[nh].worker_id));
+			nh++;
+		}
+	}
+	return nh;
+}

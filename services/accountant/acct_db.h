@@ -125,4 +125,9 @@ int acct_db_resolve(const char *database_url, const char *state_dir,
  * ceil(p * n), as PostgreSQL's percentile_disc. */
 int64_t acct_pct_rank(double p, int64_t n);
 
+/* The journal streams (worker_id of events with seq > 0) in ev[0..n),
+ * each once, into hwm (room for n); their count.  For commit(). */
+size_t acct_hwm_streams(
+    const struct msg_usage_event *ev, size_t n, struct acct_hwm *hwm);
+
 #endif

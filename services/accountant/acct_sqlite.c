@@ -288,17 +288,8 @@ sq_commit(void *p, const struct msg_usage_event *ev, size_t n,
 	for (i = 0; i < n; i++) {
 		if ((rv = sq_insert(c, &ev[i], received_ms)) != 0)
 			goto rollback;
-		if (ev[i].seq <= 0)
-			continue;
-		for (k = 0; k < nh; k++)
-			if (strcmp(hwm[k].worker_id, ev[i].worker_id) == 0)
-				break;
-		if (k == nh) {
-			memcpy(hwm[nh].worker_id, ev[i].worker_id,
-			    sizeof(hwm[nh].worker_id));
-			nh++;
-		}
 	}
+	nh = acct_hwm_streams(ev, n, hwm);
 	for (k = 0; k < nh; k++)
 		if ((rv = sq_stream(c, hwm[k].worker_id, received_ms,
 			 &hwm[k].committed_seq)) != 0)
