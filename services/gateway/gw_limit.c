@@ -88,6 +88,8 @@ limit_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	if (status == 429)
 		r->retry_after_ms =
 		    (v.retry_after_s > 0 ? v.retry_after_s : 1) * 1000;
+	else if (v.retry_after_s > 0) /* blocked: until the block ends */
+		r->retry_after_ms = v.retry_after_s * 1000;
 	log_info(r->request_id, "request limited", LF_S("code", v.code),
 	    LF_S("subject_type", r->subj_type), LF_I("status", status),
 	    LF_I("retry_after_s", v.retry_after_s));

@@ -31,6 +31,10 @@ struct suite_opts {
 	const char *const *gw_env;
 	const char *const *worker_env;
 	const char *const *rl_env;
+	/* The ratelimiter keeps its limits in this Redis (REDIS_ENABLED=true,
+	 * REDIS_URL); NULL: in process.  Two suites started with the same
+	 * redis_url are two gateway + ratelimiter pairs sharing limits. */
+	const char *redis_url;
 };
 
 struct suite {
