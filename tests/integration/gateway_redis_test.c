@@ -22,6 +22,8 @@
  *                 score until blocked (reports are asynchronous: polled)
  *     redis_down  redis-server SIGKILLed under load: no 5xx, /health/
  *                 detailed degraded; restarted: "up" again by itself
+ *     ratelimiter_down  one pair's ratelimiter stopped: admin routes 503,
+ *                 health degraded (ratelimiter down), chat still served
  */
 #include <errno.h>
 #include <math.h>
@@ -931,6 +933,43 @@ START_TEST(test_redis_down)
 }
 END_TEST
 
+/* Last of its tcase: the second pair loses its ratelimiter for good. */
+START_TEST(test_ratelimiter_down)
+{
+	struct h_resp r;
+	struct health h;
+	char code[64];
+
+	if (!T_up)
+		return;
+	ck_assert(G[1].rl_up);
+	h_proc_stop(&G[1].rl, SIGTERM, 8000);
+	G[1].rl_up = false;
+	/* The admin routes say so plainly. */
+	ck_assert_int_eq(admin(1, "GET", BLOCKED, &r), 503);
+	ck_assert_str_eq(
+	    err_code(&r, code, sizeof(code)), "ratelimiter_unavailable");
+	ck_assert_int_ge(header_long(&r, "Retry-After"), 1);
+	h_resp_free(&r);
+	ck_assert_int_eq(
+	    admin(1, "DELETE", BLOCKED "/ip/198.51.100.52", &r), 503);
+	h_resp_free(&r);
+	/* Health: the ratelimiter is down, the gateway degraded, not down. */
+	h = health(1);
+	ck_assert_int_eq(h.http, 200);
+	ck_assert_str_eq(h.rl, "down");
+	ck_assert_str_eq(h.overall, "degraded");
+	/* Chat goes on (the gateway fails open when its ratelimiter is
+	 * gone); the other pair is untouched. */
+	ck_assert_int_eq(
+	    chat(1, "198.51.100.71", "redis-rl-down-session-1", NULL, NULL, &r),
+	    200);
+	h_resp_free(&r);
+	ck_assert_int_eq(admin(0, "GET", BLOCKED, &r), 200);
+	h_resp_free(&r);
+}
+END_TEST
+
 static Suite *
 redis_limits_suite(void)
 {
@@ -957,6 +996,7 @@ redis_limits_suite(void)
 	tcase_add_test(tc, test_blocks);
 	tcase_add_test(tc, test_signals);
 	tcase_add_test(tc, test_redis_down);
+	tcase_add_test(tc, test_ratelimiter_down);
 	suite_add_tcase(su, tc);
 	return su;
 }
