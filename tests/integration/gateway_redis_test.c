@@ -743,6 +743,15 @@ START_TEST(test_blocks)
 	h_resp_free(&r);
 	ck_assert_int_eq(admin(0, "GET", BLOCKED "/ip/1.2.3.4", &r), 405);
 	h_resp_free(&r);
+	/* The id is the whole rest of the path, '/' (%2F) included: the
+	 * ratelimiter answers (not blocked), not the router. */
+	ck_assert_int_eq(
+	    admin(1, "DELETE", BLOCKED "/user/team%2Fuser-9", &r), 404);
+	j = suite_json(&r);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "message")),
+	    "this subject is not blocked");
+	json_decref(j);
+	h_resp_free(&r);
 	{
 		const char *const h[] = {"Authorization: Bearer wrong", NULL};
 
