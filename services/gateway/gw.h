@@ -42,6 +42,7 @@
 #define GW_STREAM_GRACE_MS     5000 /* chat_resp seen, chunks missing */
 #define GW_NNG_MAX_MSG         (32u << 20)
 #define GW_CODE_LEN            72 /* >= PROTO_NAME_MAX + 1 */
+#define GW_THREAT_INFLIGHT_MAX 256
 
 struct gw_req;
 
@@ -141,6 +142,12 @@ struct gw_req {
 		int64_t start_us;
 		int64_t ms;
 		int rv; /* 0 or -errno */
+		/* The ratelimiter's status_resp: state "up"|"degraded",
+		 * its backend ("redis"|"memory") and Redis ("up"|"down"|
+		 * "disabled"); "" when unknown. */
+		char state[PROTO_ENUM_MAX + 1];
+		char backend[16];
+		char redis[16];
 	} probes[3];
 
 	/* the live list (shutdown) */
@@ -167,7 +174,9 @@ struct gw {
 	} pulls[GW_PULL_AIOS];
 	struct nngx_rep *rep; /* rep, listens on gateway_url */
 	atomic_int worker_pipes;
-	atomic_int calls; /* outstanding nng calls */
+	atomic_int calls;        /* outstanding nng calls */
+	atomic_int threat_calls; /* threat_reports in flight (bounded) */
+	atomic_llong n_threat_dropped;
 
 	pthread_mutex_t mtx; /* the live list and the stream table */
 	pthread_cond_t cond; /* signalled when a request ends */
@@ -245,9 +254,19 @@ void gw_limit_subject(struct gw_req *r, const char *bearer);
 void gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
     int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *));
 void gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd);
+/* A threat signal for a request the gateway refuses itself (reason
+ * "invalid_request", "auth_failure"; points from subject.h): one
+ * threat_report for the client IP, and the request's subject too when
+ * with_subject.  Fire and forget: never waits, never fails the request;
+ * dropped (counted) past GW_THREAT_INFLIGHT_MAX reports in flight. */
+void gw_limit_threat(
+    struct gw_req *r, const char *reason, int points, bool with_subject);
 /* gw_usage.c: the caller's own quota and analytics. */
 enum MHD_Result gw_usage_quota(struct gw_req *r);
 enum MHD_Result gw_usage_analytics(struct gw_req *r, bool admin);
+/* gw_admin.c: the ratelimiter's blocks, listed and lifted (admin). */
+enum MHD_Result gw_admin_blocked(struct gw_req *r);
+enum MHD_Result gw_admin_unblock(struct gw_req *r);
 
 int gw_call(struct gw *gw, nng_socket s, const void *buf, size_t len,
     int timeout_ms, gw_call_fn fn, void *arg);

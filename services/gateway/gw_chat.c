@@ -15,6 +15,7 @@
 #include "gw_resp.h"
 #include "log.h"
 #include "proto.h"
+#include "subject.h"
 
 /* ---- the stream table: request_id -> request ---- */
 
@@ -578,6 +579,10 @@ gw_chat_dispatch(struct gw_req *r)
 		log_info(r->request_id, "request rejected",
 		    LF_S("error", err.code), LF_I("status", err.status));
 		r->no_retry = true;
+		/* Malformed requests raise the sender's threat score. */
+		if (err.status == 400)
+			gw_limit_threat(r, "invalid_request",
+			    SUBJECT_THREAT_INVALID_REQUEST, true);
 		return gw_req_error(
 		    r, err.status, err.code, err.message, err.param);
 	}
@@ -586,6 +591,8 @@ gw_chat_dispatch(struct gw_req *r)
 	if (r->token_bad) {
 		free(chat.upstream);
 		log_info(r->request_id, "bad bearer token");
+		gw_limit_threat(
+		    r, "auth_failure", SUBJECT_THREAT_AUTH_FAILURE, false);
 		r->www_auth = true;
 		r->no_retry = true;
 		return gw_req_error(r, 401, "invalid_token",

@@ -17,6 +17,7 @@
 #include "gw_resp.h"
 #include "log.h"
 #include "proto.h"
+#include "subject.h"
 
 #define GW_BODY_DISCARD_FACTOR 4 /* past max x this, close the connection */
 
@@ -533,6 +534,8 @@ req_begin(struct gw_req *r)
 		return gw_req_error(r, 405, "method_not_allowed", NULL, NULL);
 	}
 	if (r->route->admin && !admin_ok(r)) {
+		gw_limit_threat(
+		    r, "auth_failure", SUBJECT_THREAT_AUTH_FAILURE, false);
 		r->no_retry = true;
 		r->www_auth = true;
 		return gw_req_error(r, 401, "unauthorized", NULL, NULL);
@@ -582,6 +585,10 @@ req_dispatch(struct gw_req *r)
 		return route_admin(r);
 	case GW_R_QUOTA:
 		return gw_usage_quota(r);
+	case GW_R_BLOCKED:
+		return gw_admin_blocked(r);
+	case GW_R_UNBLOCK:
+		return gw_admin_unblock(r);
 	case GW_R_ANALYTICS:
 		return gw_usage_analytics(
 		    r, r->gw->cfg->admin_key != NULL &&

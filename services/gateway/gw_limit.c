@@ -88,6 +88,8 @@ limit_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	if (status == 429)
 		r->retry_after_ms =
 		    (v.retry_after_s > 0 ? v.retry_after_s : 1) * 1000;
+	else if (v.retry_after_s > 0) /* blocked: until the block ends */
+		r->retry_after_ms = v.retry_after_s * 1000;
 	log_info(r->request_id, "request limited", LF_S("code", v.code),
 	    LF_S("subject_type", r->subj_type), LF_I("status", status),
 	    LF_I("retry_after_s", v.retry_after_s));
@@ -182,4 +184,84 @@ gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd)
 		log_warn(r->request_id, "limit_settle not sent");
 	free(buf);
 	r->reservation[0] = '\0';
+}
+
+/* ---- threat signals ---- */
+
+#define GW_THREAT_TIMEOUT_MS 1000
+
+struct threat_call {
+	struct gw *gw;
+	char request_id[PROTO_ID_MAX + 1];
+	char reason[PROTO_NAME_MAX + 1];
+};
+
+static void
+threat_done(void *arg, int err, bool sent, const char *buf, size_t len)
+{
+	struct threat_call *tc = arg;
+	struct msg_ack a;
+
+	(void)sent;
+	if (err != 0)
+		log_info(tc->request_id, "threat_report unanswered",
+		    LF_S("reason", tc->reason), LF_S("error", strerror(-err)));
+	else if (msg_ack_decode(buf, len, &a) == 0 &&
+		 strcmp(a.code, "blocked") == 0)
+		log_warn(tc->request_id, "threat score: blocked",
+		    LF_S("reason", tc->reason));
+	atomic_fetch_sub(&tc->gw->threat_calls, 1);
+	free(tc);
+}
+
+void
+gw_limit_threat(
+    struct gw_req *r, const char *reason, int points, bool with_subject)
+{
+	struct gw *gw = r->gw;
+	struct msg_threat_report m;
+	struct threat_call *tc = NULL;
+	char *buf = NULL;
+	size_t len;
+	int rv;
+
+	if (!gw->rl_open || points <= 0)
+		return;
+	if (atomic_fetch_add(&gw->threat_calls, 1) >= GW_THREAT_INFLIGHT_MAX) {
+		atomic_fetch_sub(&gw->threat_calls, 1);
+		atomic_fetch_add(&gw->n_threat_dropped, 1);
+		log_debug(r->request_id, "threat_report dropped: too many",
+		    LF_S("reason", reason));
+		return;
+	}
+	memset(&m, 0, sizeof(m));
+	snprintf(m.request_id, sizeof(m.request_id), "%s", r->request_id);
+	if (with_subject && r->subj_type[0] != '\0' && r->subj_id[0] != '\0') {
+		snprintf(
+		    m.subject_type, sizeof(m.subject_type), "%s", r->subj_type);
+		snprintf(m.subject_id, sizeof(m.subject_id), "%s", r->subj_id);
+	}
+	snprintf(m.ip, sizeof(m.ip), "%s", r->ip);
+	snprintf(m.reason, sizeof(m.reason), "%s", reason);
+	m.points = points > PROTO_THREAT_MAX ? PROTO_THREAT_MAX : points;
+	rv = -ENOMEM;
+	if ((tc = calloc(1, sizeof(*tc))) == NULL ||
+	    (rv = msg_threat_report_encode(&m, &buf, &len)) != 0)
+		goto fail;
+	tc->gw = gw;
+	snprintf(tc->request_id, sizeof(tc->request_id), "%s", r->request_id);
+	snprintf(tc->reason, sizeof(tc->reason), "%s", reason);
+	rv = gw_call(
+	    gw, gw->rl_sock, buf, len, GW_THREAT_TIMEOUT_MS, threat_done, tc);
+	free(buf);
+	if (rv != 0)
+		goto fail;
+	log_info(r->request_id, "threat reported", LF_S("reason", reason),
+	    LF_I("points", m.points), LF_B("subject", m.subject_type[0] != 0));
+	return;
+fail:
+	free(tc);
+	atomic_fetch_sub(&gw->threat_calls, 1);
+	log_warn(r->request_id, "threat_report not sent",
+	    LF_S("reason", reason), LF_S("error", strerror(-rv)));
 }

@@ -256,9 +256,10 @@ rep_fn(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 							       : "degraded");
 			snprintf(doc, sizeof(doc),
 			    "{\"in_flight\":%zu,\"workers\":%d,\"requests\":%"
-			    "lld}",
+			    "lld,\"threat_reports_dropped\":%lld}",
 			    nlive, atomic_load(&gw->worker_pipes),
-			    (long long)atomic_load(&gw->n_requests));
+			    (long long)atomic_load(&gw->n_requests),
+			    (long long)atomic_load(&gw->n_threat_dropped));
 			q.payload = doc;
 			q.payload_len = strlen(doc);
 			rv = msg_status_resp_encode(&q, &out, &outlen);

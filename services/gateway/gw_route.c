@@ -28,6 +28,10 @@ static const struct gw_route gw_routes[GW_R_MAX] = {
 	false, false, NULL},
     {GW_R_ANALYTICS, "/api/v1/ai-proxy/usage/analytics", GW_M_GET,
 	GW_SHAPE_ENVELOPE, false, false, NULL},
+    {GW_R_BLOCKED, "/api/v1/ai-proxy/admin/blocked", GW_M_GET,
+	GW_SHAPE_ENVELOPE, false, true, NULL},
+    {GW_R_UNBLOCK, "/api/v1/ai-proxy/admin/blocked/{*}", GW_M_DELETE,
+	GW_SHAPE_ENVELOPE, false, true, NULL},
 };
 
 unsigned
@@ -50,13 +54,21 @@ gw_method_bit(const char *method)
 	return GW_M_OTHER;
 }
 
-/* Matches path against pattern; "{}" takes one non-empty segment. */
+/* Matches path against pattern; "{}" takes one non-empty segment, a
+ * final "{*}" the non-empty rest. */
 static bool
 route_match(const char *pattern, const char *path, char *param, size_t paramlen)
 {
 	const char *p = pattern, *s = path;
 
 	while (*p != '\0') {
+		if (strcmp(p, "{*}") == 0) {
+			if (*s == '\0')
+				return false;
+			if (param != NULL && paramlen > 0)
+				snprintf(param, paramlen, "%s", s);
+			return true;
+		}
 		if (p[0] == '{' && p[1] == '}') {
 			size_t n = strcspn(s, "/");
 

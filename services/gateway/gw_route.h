@@ -21,6 +21,8 @@ enum gw_route_id {
 	GW_R_CACHE_CLEAR,   /* DELETE /api/v1/ai-proxy/cache/clear */
 	GW_R_QUOTA,         /* GET /api/v1/ai-proxy/usage/quota */
 	GW_R_ANALYTICS,     /* GET /api/v1/ai-proxy/usage/analytics */
+	GW_R_BLOCKED,       /* GET /api/v1/ai-proxy/admin/blocked */
+	GW_R_UNBLOCK, /* DELETE /api/v1/ai-proxy/admin/blocked/{kind}/{id} */
 	GW_R_MAX
 };
 
@@ -42,7 +44,9 @@ enum gw_shape {
 
 struct gw_route {
 	enum gw_route_id id;
-	const char *pattern; /* "{}" matches one path segment */
+	const char *pattern; /* "{}" matches one path segment, a final
+				"{*}" the rest of the path (non-empty, '/'
+				included) */
 	unsigned methods;
 	enum gw_shape shape;
 	bool chat;            /* a chat call (body, validation, worker) */

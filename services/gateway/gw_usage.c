@@ -14,6 +14,7 @@
 #include "gw_resp.h"
 #include "log.h"
 #include "proto.h"
+#include "subject.h"
 
 #define GW_USAGE_TIMEOUT_MS 5000
 
@@ -139,6 +140,8 @@ gw_usage_quota(struct gw_req *r)
 	size_t len;
 
 	if (r->token_bad) {
+		gw_limit_threat(
+		    r, "auth_failure", SUBJECT_THREAT_AUTH_FAILURE, false);
 		r->www_auth = true;
 		return gw_req_error(r, 401, "invalid_token",
 		    "the bearer token is invalid or expired", NULL);
@@ -188,6 +191,8 @@ gw_usage_analytics(struct gw_req *r, bool admin)
 	size_t len;
 
 	if (r->token_bad && !admin) {
+		gw_limit_threat(
+		    r, "auth_failure", SUBJECT_THREAT_AUTH_FAILURE, false);
 		r->www_auth = true;
 		return gw_req_error(r, 401, "invalid_token",
 		    "the bearer token is invalid or expired", NULL);

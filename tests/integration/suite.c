@@ -383,6 +383,10 @@ suite_try_start(struct suite *s, const struct suite_opts *opts)
 
 	if (!opts->no_rl_acct && suite_have("aiproxy-ratelimiter")) {
 		env_common(s, &e, "ratelimiter");
+		if (opts->redis_url != NULL) {
+			env_add(&e, "REDIS_ENABLED=true");
+			env_add(&e, "REDIS_URL=%s", opts->redis_url);
+		}
 		for (int k = 0; opts->rl_env && opts->rl_env[k]; k++)
 			env_add(&e, "%s", opts->rl_env[k]);
 		if (start_proc(s, &s->rl, "ratelimiter", "aiproxy-ratelimiter",

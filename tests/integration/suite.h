@@ -35,6 +35,10 @@ struct suite_opts {
 	/* Run every daemon under valgrind memcheck (SUITE_VALGRIND); each
 	 * one's report goes to <dir>/<name>.vg. */
 	bool valgrind;
+	/* The ratelimiter keeps its limits in this Redis (REDIS_ENABLED=true,
+	 * REDIS_URL); NULL: in process.  Two suites started with the same
+	 * redis_url are two gateway + ratelimiter pairs sharing limits. */
+	const char *redis_url;
 };
 
 struct suite {

@@ -27,6 +27,13 @@ static const struct {
     {"/api/v1/ai-proxy/circuit-breaker/whatever/reset", GW_R_BREAKER_RESET,
 	"whatever"},
     {"/api/v1/ai-proxy/cache/clear", GW_R_CACHE_CLEAR, NULL},
+    {"/api/v1/ai-proxy/admin/blocked", GW_R_BLOCKED, NULL},
+    {"/api/v1/ai-proxy/admin/blocked/", GW_R_BLOCKED, NULL},
+    {"/api/v1/ai-proxy/admin/blocked/session/anon:127.0.0.1", GW_R_UNBLOCK,
+	"session/anon:127.0.0.1"},
+    {"/api/v1/ai-proxy/admin/blocked/user/a/b", GW_R_UNBLOCK, "user/a/b"},
+    {"/api/v1/ai-proxy/admin/blocked/ip/::1/", GW_R_UNBLOCK, "ip/::1"},
+    {"/api/v1/ai-proxy/admin/blockedx", -1, NULL},
     {"/api/v1/ai-proxy/circuit-breaker//reset", -1, NULL},
     {"/api/v1/ai-proxy/circuit-breaker/a/b/reset", -1, NULL},
     {"/api/v1/ai-proxy/gemini/chat", -1, NULL},
@@ -82,6 +89,16 @@ START_TEST(test_methods)
 	ck_assert(r->admin);
 	ck_assert(gw_route_allows(r, GW_M_DELETE));
 	ck_assert(!gw_route_allows(r, GW_M_POST));
+	gw_route_allow_str(r, allow, sizeof(allow));
+	ck_assert_str_eq(allow, "DELETE, OPTIONS");
+
+	r = gw_route_lookup("/api/v1/ai-proxy/admin/blocked", NULL, 0);
+	ck_assert(r->admin);
+	gw_route_allow_str(r, allow, sizeof(allow));
+	ck_assert_str_eq(allow, "GET, OPTIONS");
+	r = gw_route_lookup(
+	    "/api/v1/ai-proxy/admin/blocked/ip/1.2.3.4", NULL, 0);
+	ck_assert(r->admin);
 	gw_route_allow_str(r, allow, sizeof(allow));
 	ck_assert_str_eq(allow, "DELETE, OPTIONS");
 
