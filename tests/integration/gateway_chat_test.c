@@ -428,7 +428,12 @@ END_TEST
 START_TEST(test_no_key_anywhere)
 {
 	size_t n = 0;
-	char *logs = suite_logs(&S, &n);
+	char *logs;
+
+	/* Access lines are written once a response has gone out. */
+	ck_assert_int_eq(
+	    h_wait_file_contains(S.gw.log_path, "\"msg\":\"access\"", 5000), 0);
+	logs = suite_logs(&S, &n);
 
 	ck_assert_ptr_nonnull(logs);
 	ck_assert_uint_gt(n, 0);
