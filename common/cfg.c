@@ -120,7 +120,7 @@ static const struct cfg_var cfg_table[] = {
 	"HS256 secret of user tokens"},
     {"AI_PROXY_TRUSTED_PROXIES", CFG_T_STR, CFG_GW, "", 0, 4096,
 	OFF(trusted_proxies),
-	"comma-separated proxy IPs whose X-Forwarded-For is honoured"},
+	"proxy addresses and CIDR blocks whose X-Forwarded-For is honoured"},
     {"AI_PROXY_BLOCK_SECONDS", CFG_T_INT, CFG_GW | CFG_RL, "900", 1, 604800,
 	OFF(block_seconds), "how long a subject stays blocked"},
     {"AI_PROXY_RATELIMITER_REPLICAS", CFG_T_INT, CFG_RL, "1", 1, 1000,

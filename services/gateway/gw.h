@@ -129,8 +129,9 @@ struct gw_req {
 	/* limits (gw_limit.c) */
 	char subj_type[16]; /* "user" or "session" */
 	char subj_id[PROTO_SUBJECT_MAX +
-		     1]; /* JWT sub, session id, "anon:<ip>" */
-	bool token_bad;  /* a bearer token failed verification */
+		     1];  /* JWT sub, session id, "anon:<ip>" */
+	bool token_bad;   /* a bearer token failed verification */
+	bool session_bad; /* X-Session-ID present but malformed */
 	char reservation[PROTO_ID_MAX + 1]; /* the ratelimiter's reservation */
 	int64_t reserved_micro_usd;
 	bool rl_hdrs; /* X-RateLimit-* known */

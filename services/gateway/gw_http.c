@@ -273,64 +273,23 @@ client_ip(struct MHD_Connection *conn, char *out, size_t outlen)
 		    out, (socklen_t)outlen);
 }
 
-/* Whether ip is in the comma-separated list. */
-static bool
-ip_listed(const char *list, const char *ip)
-{
-	size_t n = strlen(ip);
-
-	for (const char *p = list; p != NULL && *p != '\0';) {
-		size_t k;
-
-		while (*p == ' ' || *p == ',')
-			p++;
-		k = strcspn(p, ", ");
-		if (k == n && strncmp(p, ip, n) == 0)
-			return true;
-		p += k;
-	}
-	return false;
-}
-
 /*
- * Behind a trusted proxy (AI_PROXY_TRUSTED_PROXIES), the client is the
- * right-most X-Forwarded-For address that is not itself a trusted proxy.
- * Anyone else's X-Forwarded-For is ignored.
+ * Behind a trusted proxy (AI_PROXY_TRUSTED_PROXIES: addresses and CIDR
+ * blocks), the client is the right-most X-Forwarded-For address that is
+ * not itself a trusted proxy (common/subject.c).  Anyone else's
+ * X-Forwarded-For is ignored.
  */
 static void
 forwarded_ip(struct gw_req *r)
 {
-	const char *list = r->gw->cfg->trusted_proxies, *xff;
-	char tmp[512], *p;
+	const char *list = r->gw->cfg->trusted_proxies;
+	char ip[sizeof(r->ip)];
 
-	if (list == NULL || list[0] == '\0' || !ip_listed(list, r->ip))
+	if (list == NULL || list[0] == '\0')
 		return;
-	xff = hdr(r, "X-Forwarded-For");
-	if (xff == NULL || strlen(xff) >= sizeof(tmp))
-		return;
-	snprintf(tmp, sizeof(tmp), "%s", xff);
-	for (;;) {
-		unsigned char a[sizeof(struct in6_addr)];
-		char *start;
-
-		p = strrchr(tmp, ',');
-		start = p != NULL ? p + 1 : tmp;
-		while (*start == ' ')
-			start++;
-		start[strcspn(start, " ")] = '\0';
-		if (inet_pton(AF_INET, start, a) != 1 &&
-		    inet_pton(AF_INET6, start, a) != 1)
-			return; /* garbage: keep the peer address */
-		if (!ip_listed(list, start) || p == NULL) {
-			size_t n = strlen(start);
-
-			if (n < sizeof(r->ip)) {
-				memcpy(r->ip, start, n + 1);
-			}
-			return;
-		}
-		*p = '\0';
-	}
+	if (subject_client_ip(
+		r->ip, hdr(r, "X-Forwarded-For"), list, ip, sizeof(ip)) == 0)
+		memcpy(r->ip, ip, sizeof(r->ip));
 }
 
 /* Constant-time (for equal lengths) comparison of a bearer key. */
@@ -492,8 +451,12 @@ req_begin(struct gw_req *r)
 	gw_request_id(rid, r->request_id, sizeof(r->request_id));
 	client_ip(r->conn, r->ip, sizeof(r->ip));
 	forwarded_ip(r);
-	if ((v = hdr(r, "X-Session-ID")) != NULL && id_valid(v))
-		snprintf(r->session, sizeof(r->session), "%s", v);
+	if ((v = hdr(r, "X-Session-ID")) != NULL) {
+		if (subject_session_valid(v))
+			snprintf(r->session, sizeof(r->session), "%s", v);
+		else
+			r->session_bad = true;
+	}
 	if ((v = hdr(r, MHD_HTTP_HEADER_AUTHORIZATION)) != NULL &&
 	    strncasecmp(v, "Bearer ", 7) == 0)
 		v += 7;
@@ -539,6 +502,18 @@ req_begin(struct gw_req *r)
 		r->no_retry = true;
 		r->www_auth = true;
 		return gw_req_error(r, 401, "unauthorized", NULL, NULL);
+	}
+	/* A malformed session id would silently make the caller someone
+	 * else (anon:<ip>): refused wherever the caller matters. */
+	if (r->session_bad && (r->route->chat || r->route->id == GW_R_QUOTA ||
+				  r->route->id == GW_R_ANALYTICS)) {
+		gw_limit_threat(r, "invalid_request",
+		    SUBJECT_THREAT_INVALID_REQUEST, false);
+		r->no_retry = true;
+		return gw_req_error(r, 400, "invalid_session_id",
+		    "X-Session-ID must be 16 to 64 characters of "
+		    "[A-Za-z0-9._:-]",
+		    NULL);
 	}
 	if (r->route->chat) {
 		if (!gw->cfg->enabled) {

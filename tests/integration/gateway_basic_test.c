@@ -631,16 +631,55 @@ access_line(struct suite *s, const char *rid)
 	return line;
 }
 
+START_TEST(test_session_id_malformed)
+{
+	static const char *const bad[] = {"X-Session-ID: short", NULL};
+	static const char *const bad_chars[] = {
+	    "X-Session-ID: has spaces in it, see?!", NULL};
+	struct h_resp r;
+	json_t *j;
+
+	ck_assert_int_eq(suite_post(&S, "/api/v1/ai-proxy/claude/chat",
+			     "{\"messages\":[{\"role\":\"user\","
+			     "\"content\":\"hi\"}]}",
+			     bad, &r),
+	    0);
+	j = check_resp(&r, 400);
+	ck_assert_str_eq(jstr(j, "error"), "invalid_session_id");
+	json_decref(j);
+	h_resp_free(&r);
+	ck_assert_int_eq(suite_post(&S, "/v1/chat/completions",
+			     "{\"model\":\"gpt-4o-mini\",\"messages\":[{"
+			     "\"role\":\"user\",\"content\":\"hi\"}]}",
+			     bad_chars, &r),
+	    0);
+	ck_assert_msg(r.status == 400 && r.body != NULL &&
+			  strstr(r.body, "invalid_session_id") != NULL,
+	    "%ld %s", r.status, r.body ? r.body : "");
+	h_resp_free(&r);
+	ck_assert_int_eq(
+	    suite_get(&S, "/api/v1/ai-proxy/usage/quota", bad, &r), 0);
+	ck_assert_int_eq(r.status, 400);
+	h_resp_free(&r);
+	/* Liveness does not care who asks. */
+	ck_assert_int_eq(suite_get(&S, "/health", bad, &r), 0);
+	ck_assert_int_eq(r.status, 200);
+	h_resp_free(&r);
+}
+END_TEST
+
 START_TEST(test_forwarded_for)
 {
 	const char *const xff[] = {"X-Request-ID: xff-1",
-	    "X-Forwarded-For: 198.51.100.9, 203.0.113.7, 127.0.0.1", NULL};
+	    "X-Forwarded-For: 198.51.100.9, 203.0.113.7, 10.1.2.3, 127.0.0.5",
+	    NULL};
 	const char *const xff_off[] = {
 	    "X-Request-ID: xff-2", "X-Forwarded-For: 203.0.113.7", NULL};
 	struct h_resp r;
 	char *line;
 
-	/* 127.0.0.1 is a trusted proxy in S: the right-most other address. */
+	/* 127.0.0.0/8 and 10.1.2.3 are trusted proxies in S: the right-most
+	 * other address. */
 	ck_assert_int_eq(suite_get(&S, "/health", xff, &r), 0);
 	h_resp_free(&r);
 	line = access_line(&S, "xff-1");
@@ -701,6 +740,7 @@ gateway_basic_suite(void)
 	tcase_add_test(tc, test_proxy_disabled);
 	tcase_add_test(tc, test_keepalive_many);
 	tcase_add_test(tc, test_forwarded_for);
+	tcase_add_test(tc, test_session_id_malformed);
 	tcase_add_test(tc, test_header_too_large);
 	suite_add_tcase(s, tc);
 	return s;
@@ -711,7 +751,7 @@ main(void)
 {
 	static const char *const off_env[] = {"AI_PROXY_ENABLED=false", NULL};
 	static const char *const gw_env[] = {
-	    "AI_PROXY_TRUSTED_PROXIES=127.0.0.1", NULL};
+	    "AI_PROXY_TRUSTED_PROXIES=127.0.0.0/8, 10.1.2.3", NULL};
 	struct suite_opts o = {
 	    .workers = 0, .cors_origins = ORIGIN, .gw_env = gw_env};
 	struct suite_opts off = {.workers = 0,
