@@ -23,6 +23,9 @@ extern char **environ;
 static const struct cfg_var cfg_table[] = {
     {"AI_PROXY_ENABLED", CFG_T_BOOL, CFG_GW, "true", 0, 0, OFF(enabled),
 	"master switch: false answers 503 on the chat routes"},
+    {"AI_PROXY_RATE_LIMIT_ENABLED", CFG_T_BOOL, CFG_GW, "true", 0, 0,
+	OFF(rate_limit_enabled),
+	"false: no per-caller limits, budgets or threat blocks (internal use)"},
     {"AI_PROXY_RATE_LIMIT_PER_MINUTE", CFG_T_INT, CFG_GW | CFG_RL, "60", 1, 1e6,
 	OFF(rate_limit_per_minute), "requests per minute per user or session"},
     {"AI_PROXY_RATE_LIMIT_PER_HOUR", CFG_T_INT, CFG_GW | CFG_RL, "500", 1, 1e7,

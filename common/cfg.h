@@ -32,6 +32,7 @@ enum cfg_type {
 
 struct cfg {
 	bool enabled;
+	bool rate_limit_enabled;
 	int64_t rate_limit_per_minute;
 	int64_t rate_limit_per_hour;
 	int64_t rate_limit_per_ip_minute; /* 0 in the table: 3 x per minute */

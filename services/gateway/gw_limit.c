@@ -112,7 +112,7 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
 	size_t len;
 	int rv;
 
-	if (!gw->rl_open) {
+	if (!gw->rl_open || !gw->cfg->rate_limit_enabled) {
 		fn(r);
 		return;
 	}
@@ -225,7 +225,7 @@ gw_limit_threat(
 	size_t len;
 	int rv;
 
-	if (!gw->rl_open || points <= 0)
+	if (!gw->rl_open || !gw->cfg->rate_limit_enabled || points <= 0)
 		return;
 	if (atomic_fetch_add(&gw->threat_calls, 1) >= GW_THREAT_INFLIGHT_MAX) {
 		atomic_fetch_sub(&gw->threat_calls, 1);

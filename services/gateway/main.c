@@ -29,6 +29,9 @@ main(int argc, char **argv)
 		fatal("cannot start the gateway (error %d)", rv);
 	}
 	log_info(NULL, "gateway started");
+	if (!cfg.rate_limit_enabled)
+		log_warn(NULL, "AI_PROXY_RATE_LIMIT_ENABLED=false: no limits, "
+			       "budgets or blocks for any caller");
 	sig = daemon_wait_signal();
 	log_info(NULL, "stopping", LF_I("signal", sig));
 	gw_stop(gw, GW_DRAIN_MS);

@@ -191,6 +191,49 @@ START_TEST(test_tokens)
 }
 END_TEST
 
+/* AI_PROXY_RATE_LIMIT_ENABLED=false: the same tight limits, never
+ * applied, and no X-RateLimit-* headers. */
+START_TEST(test_limits_off)
+{
+	static const char *const off_env[] = {
+	    "AI_PROXY_RATE_LIMIT_PER_MINUTE=2",
+	    "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=2",
+	    "AI_PROXY_RATE_LIMIT_ENABLED=false",
+	    NULL,
+	};
+	struct suite_opts o = {
+	    .workers = 1, .gw_env = off_env, .rl_env = off_env};
+	struct suite off;
+	struct h_resp r;
+	char *logs, v[64];
+
+	if (!S_up)
+		return;
+	ck_assert_int_eq(suite_start(&off, &o), 0);
+	for (int i = 0; i < 6; i++) {
+		ck_assert_int_eq(
+		    suite_post(&off, "/api/v1/ai-proxy/claude/chat",
+			"{\"messages\":[{\"role\":\"user\","
+			"\"content\":\"hello\"}],"
+			"\"max_tokens\":16}",
+			(const char *const[]){
+			    "X-Session-ID: limits-off-session-01", NULL},
+			&r),
+		    0);
+		ck_assert_msg(r.status == 200, "request %d: %ld %s", i,
+		    r.status, r.body ? r.body : "");
+		ck_assert_ptr_null(
+		    h_resp_header(&r, "X-RateLimit-Limit", v, sizeof(v)));
+		h_resp_free(&r);
+	}
+	logs = suite_logs(&off, NULL);
+	ck_assert_ptr_nonnull(
+	    strstr(logs, "AI_PROXY_RATE_LIMIT_ENABLED=false"));
+	free(logs);
+	suite_stop(&off);
+}
+END_TEST
+
 static Suite *
 limits_suite(void)
 {
@@ -201,6 +244,7 @@ limits_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_minute_limit_then_admitted_again);
 	tcase_add_test(tc, test_tokens);
+	tcase_add_test(tc, test_limits_off);
 	suite_add_tcase(su, tc);
 	return su;
 }
