@@ -112,6 +112,7 @@ static const char *const msg_type_names[MSG_MAX] = {
     [MSG_BLOCK_LIST] = "block_list",
     [MSG_BLOCK_LIST_RESP] = "block_list_resp",
     [MSG_UNBLOCK] = "unblock",
+    [MSG_LIMIT_SETTLE_BATCH] = "limit_settle_batch",
 };
 
 static const char *const subject_types[] = {"user", "session", NULL};
@@ -178,6 +179,12 @@ static const struct proto_field fields_limit_settle[] = {
     F_MONEY(limit_settle, actual_micro_usd),
 };
 DESC(limit_settle, MSG_LIMIT_SETTLE, NULL);
+
+static const struct proto_field fields_limit_settle_batch[] = {
+    F_RID(limit_settle_batch),
+    F_INT(limit_settle_batch, count, 1, PROTO_SETTLE_BATCH_MAX),
+};
+DESC_PAYLOAD(limit_settle_batch, MSG_LIMIT_SETTLE_BATCH, NULL);
 
 static const struct proto_field fields_quota_req[] = {
     F_RID(quota_req),
@@ -426,6 +433,7 @@ static const struct proto_desc *const proto_descs[MSG_MAX] = {
     [MSG_LIMIT_CHECK] = &desc_limit_check,
     [MSG_LIMIT_VERDICT] = &desc_limit_verdict,
     [MSG_LIMIT_SETTLE] = &desc_limit_settle,
+    [MSG_LIMIT_SETTLE_BATCH] = &desc_limit_settle_batch,
     [MSG_QUOTA_REQ] = &desc_quota_req,
     [MSG_QUOTA_RESP] = &desc_quota_resp,
     [MSG_CHAT_REQ] = &desc_chat_req,
@@ -948,6 +956,7 @@ PROTO_DEFINE(threat_report)
 PROTO_DEFINE(block_list)
 PROTO_DEFINE(block_list_resp)
 PROTO_DEFINE(unblock)
+PROTO_DEFINE(limit_settle_batch)
 
 int
 proto_topic_wrap(

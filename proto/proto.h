@@ -23,9 +23,9 @@
  * Wire format.  A message is one line of compact JSON (the header) ended by
  * '\n', followed by exactly "payload_len" raw bytes for the messages that
  * carry a payload (chat_req, chat_resp, stream_chunk, status_resp,
- * analytics_resp, usage_batch); the others end right after the '\n'.
- * The header always holds "v" (PROTO_VERSION) and "type"
- * (msg_type_str()), then every field of the message's struct under the
+ * analytics_resp, usage_batch, block_list_resp, limit_settle_batch); the others
+ * end right after the '\n'. The header always holds "v" (PROTO_VERSION) and
+ * "type" (msg_type_str()), then every field of the message's struct under the
  * field's own name, then "payload_len" when the message carries a payload.
  * A header line is at most PROTO_HEADER_MAX bytes.
  *
@@ -132,6 +132,9 @@ enum msg_type {
 	MSG_BLOCK_LIST,    /* admin; reply MSG_BLOCK_LIST_RESP */
 	MSG_BLOCK_LIST_RESP,
 	MSG_UNBLOCK, /* admin; reply MSG_ACK, ok=false code "not_found" */
+	/* gateway -> ratelimiter, req/rep: settles gathered for a few ms;
+	   reply MSG_ACK */
+	MSG_LIMIT_SETTLE_BATCH,
 	MSG_MAX
 };
 
@@ -341,6 +344,17 @@ struct msg_usage_sync {
 	int64_t last_seq;                   /* highest seq journaled, 0.. */
 };
 
+/* payload: count encoded limit_settle messages back to back (each ends
+ * with its '\n'), in the order the gateway settled them. */
+#define PROTO_SETTLE_BATCH_MAX 256 /* settles in one limit_settle_batch */
+
+struct msg_limit_settle_batch {
+	char request_id[PROTO_ID_MAX + 1];
+	int64_t count;       /* 1..PROTO_SETTLE_BATCH_MAX */
+	const char *payload; /* borrowed */
+	size_t payload_len;
+};
+
 /* payload: count encoded usage_event messages back to back (each ends with
  * its '\n'), seqs first_seq..last_seq in order, all of worker_id. */
 struct msg_usage_batch {
@@ -443,6 +457,7 @@ union proto_msg {
 	struct msg_block_list block_list;
 	struct msg_block_list_resp block_list_resp;
 	struct msg_unblock unblock;
+	struct msg_limit_settle_batch limit_settle_batch;
 };
 
 /* "ping", "limit_check", ...; "none" for MSG_NONE or an unknown value. */
@@ -575,6 +590,10 @@ int msg_block_list_resp_decode(
 int msg_unblock_encode(
     const struct msg_unblock *m, char **ret_buf, size_t *ret_len);
 int msg_unblock_decode(const char *buf, size_t len, struct msg_unblock *ret);
+int msg_limit_settle_batch_encode(
+    const struct msg_limit_settle_batch *m, char **ret_buf, size_t *ret_len);
+int msg_limit_settle_batch_decode(
+    const char *buf, size_t len, struct msg_limit_settle_batch *ret);
 
 /*
  * Pub/sub topics.  wrap: *ret = topic followed by buf (caller frees).

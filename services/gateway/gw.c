@@ -51,6 +51,7 @@ gw_start(const struct cfg *cfg, struct gw **ret)
 	pthread_mutex_init(&gw->mtx, NULL);
 	pthread_cond_init(&gw->cond, NULL);
 	pthread_cond_init(&gw->sweeper_cond, NULL);
+	gw_limit_init(gw);
 	if ((rv = models_load(
 		 cfg->models_file, &gw->models, err, sizeof(err))) != 0) {
 		log_error(NULL, "cannot load the model table",
@@ -175,6 +176,7 @@ gw_free(struct gw *gw)
 {
 	if (gw == NULL)
 		return;
+	gw_limit_fini(gw);
 	models_free(gw->models);
 	gw_cors_free(gw->cors);
 	pthread_cond_destroy(&gw->sweeper_cond);

@@ -179,6 +179,16 @@ struct gw {
 	atomic_int threat_calls; /* threat_reports in flight (bounded) */
 	atomic_llong n_threat_dropped;
 
+	/* Settles gathered into one limit_settle_batch (gw_limit.c): sent
+	 * when the batch before is acknowledged, or at
+	 * PROTO_SETTLE_BATCH_MAX; one at a time once settle_direct (shutting
+	 * down). */
+	pthread_mutex_t settle_mtx;
+	struct buf settle_buf; /* encoded limit_settle messages */
+	int settle_n;
+	bool settle_inflight, settle_direct;
+	atomic_llong n_settles, n_settle_batches;
+
 	pthread_mutex_t mtx; /* the live list and the stream table */
 	pthread_cond_t cond; /* signalled when a request ends */
 	struct gw_req *live;
@@ -255,6 +265,12 @@ void gw_limit_subject(struct gw_req *r, const char *bearer);
 void gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
     int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *));
 void gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd);
+/* The settle batcher: init at start; flush sends what is gathered and
+ * makes every later settle go at once (before the ratelimiter socket
+ * closes); fini frees it. */
+void gw_limit_init(struct gw *gw);
+void gw_limit_flush(struct gw *gw);
+void gw_limit_fini(struct gw *gw);
 /* A threat signal for a request the gateway refuses itself (reason
  * "invalid_request", "auth_failure"; points from subject.h): one
  * threat_report for the client IP, and the request's subject too when

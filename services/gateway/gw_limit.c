@@ -18,7 +18,8 @@
 #include "proto.h"
 #include "subject.h"
 
-#define GW_LIMIT_TIMEOUT_MS 200
+#define GW_LIMIT_TIMEOUT_MS  200
+#define GW_SETTLE_TIMEOUT_MS 2000
 
 void
 gw_limit_subject(struct gw_req *r, const char *bearer)
@@ -151,24 +152,104 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
 	free(buf);
 }
 
+static void settle_send_locked(struct gw *gw);
+
+/* The ratelimiter has the batch: send what gathered meanwhile. */
 static void
 settle_done(void *arg, int err, bool sent, const char *buf, size_t len)
 {
-	(void)arg;
-	(void)err;
+	struct gw *gw = arg;
+	struct msg_ack a;
+
 	(void)sent;
-	(void)buf;
-	(void)len;
+	if (err != 0)
+		log_warn(NULL, "limit settles not acknowledged",
+		    LF_S("error", strerror(-err)));
+	else if (msg_ack_decode(buf, len, &a) == 0 && !a.ok)
+		log_warn(NULL, "limit settles refused", LF_S("code", a.code),
+		    LF_S("message", a.message));
+	pthread_mutex_lock(&gw->settle_mtx);
+	gw->settle_inflight = false;
+	settle_send_locked(gw);
+	pthread_mutex_unlock(&gw->settle_mtx);
+}
+
+/* Sends what is gathered as one limit_settle_batch.  Under settle_mtx. */
+static void
+settle_send_locked(struct gw *gw)
+{
+	struct msg_limit_settle_batch b;
+	char *buf = NULL;
+	size_t len;
+	int rv;
+
+	if (gw->settle_n == 0)
+		return;
+	memset(&b, 0, sizeof(b));
+	b.count = gw->settle_n;
+	b.payload = gw->settle_buf.data;
+	b.payload_len = gw->settle_buf.len;
+	if ((rv = msg_limit_settle_batch_encode(&b, &buf, &len)) == 0 &&
+	    gw->rl_open)
+		rv = gw_call(gw, gw->rl_sock, buf, len, GW_SETTLE_TIMEOUT_MS,
+		    settle_done, gw);
+	else if (rv == 0)
+		rv = -ENOTCONN;
+	if (rv != 0) {
+		log_warn(NULL,
+		    "limit settles not sent: the reservations expire",
+		    LF_I("settles", gw->settle_n),
+		    LF_S("error", strerror(-rv)));
+	} else {
+		gw->settle_inflight = true;
+		atomic_fetch_add(&gw->n_settle_batches, 1);
+	}
+	free(buf);
+	buf_reset(&gw->settle_buf);
+	gw->settle_n = 0;
 }
 
 void
+gw_limit_init(struct gw *gw)
+{
+	pthread_mutex_init(&gw->settle_mtx, NULL);
+	buf_init(&gw->settle_buf, PROTO_SETTLE_BATCH_MAX * PROTO_HEADER_MAX);
+}
+
+void
+gw_limit_flush(struct gw *gw)
+{
+	pthread_mutex_lock(&gw->settle_mtx);
+	gw->settle_direct = true;
+	settle_send_locked(gw);
+	pthread_mutex_unlock(&gw->settle_mtx);
+}
+
+void
+gw_limit_fini(struct gw *gw)
+{
+	buf_free(&gw->settle_buf);
+	pthread_mutex_destroy(&gw->settle_mtx);
+}
+
+/*
+ * Settles go in batches, as a group commit: with no batch in flight a
+ * settle goes at once; while one is, the next ones gather and leave
+ * together when its ack comes back (or when PROTO_SETTLE_BATCH_MAX are
+ * waiting).  Under load that spares the ratelimiter and the gateway most
+ * of a round trip per request; a reservation is held at most one round
+ * trip longer, so the budget errs on the safe side, never over.
+ */
+void
 gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd)
 {
+	struct gw *gw = r->gw;
 	struct msg_limit_settle m;
 	char *buf = NULL;
 	size_t len;
+	int rv;
 
-	if (r->reservation[0] == '\0' || !r->gw->rl_open)
+	if (r->reservation[0] == '\0' || !gw->rl_open)
 		return;
 	memset(&m, 0, sizeof(m));
 	snprintf(m.request_id, sizeof(m.request_id), "%s", r->request_id);
@@ -178,12 +259,32 @@ gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd)
 	    m.reservation_id, sizeof(m.reservation_id), "%s", r->reservation);
 	m.reserved_micro_usd = r->reserved_micro_usd;
 	m.actual_micro_usd = actual_micro_usd < 0 ? 0 : actual_micro_usd;
-	if (msg_limit_settle_encode(&m, &buf, &len) == 0 &&
-	    gw_call(r->gw, r->gw->rl_sock, buf, len, 2000, settle_done, NULL) !=
-		0)
-		log_warn(r->request_id, "limit_settle not sent");
-	free(buf);
 	r->reservation[0] = '\0';
+	if ((rv = msg_limit_settle_encode(&m, &buf, &len)) != 0) {
+		log_warn(r->request_id, "limit_settle not encoded",
+		    LF_S("error", strerror(-rv)));
+		return;
+	}
+	atomic_fetch_add(&gw->n_settles, 1);
+	pthread_mutex_lock(&gw->settle_mtx);
+	if (buf_append(&gw->settle_buf, buf, len) != 0) {
+		/* Full (cannot happen below PROTO_SETTLE_BATCH_MAX): send
+		 * what is there, then this one alone. */
+		settle_send_locked(gw);
+		rv = buf_append(&gw->settle_buf, buf, len);
+	}
+	free(buf);
+	if (rv != 0) {
+		pthread_mutex_unlock(&gw->settle_mtx);
+		log_warn(r->request_id, "limit_settle dropped: the reservation "
+					"expires");
+		return;
+	}
+	gw->settle_n++;
+	if (!gw->settle_inflight || gw->settle_direct ||
+	    gw->settle_n >= PROTO_SETTLE_BATCH_MAX)
+		settle_send_locked(gw);
+	pthread_mutex_unlock(&gw->settle_mtx);
 }
 
 /* ---- threat signals ---- */

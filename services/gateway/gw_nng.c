@@ -256,10 +256,13 @@ rep_fn(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 							       : "degraded");
 			snprintf(doc, sizeof(doc),
 			    "{\"in_flight\":%zu,\"workers\":%d,\"requests\":%"
-			    "lld,\"threat_reports_dropped\":%lld}",
+			    "lld,\"threat_reports_dropped\":%lld,"
+			    "\"settles\":%lld,\"settle_batches\":%lld}",
 			    nlive, atomic_load(&gw->worker_pipes),
 			    (long long)atomic_load(&gw->n_requests),
-			    (long long)atomic_load(&gw->n_threat_dropped));
+			    (long long)atomic_load(&gw->n_threat_dropped),
+			    (long long)atomic_load(&gw->n_settles),
+			    (long long)atomic_load(&gw->n_settle_batches));
 			q.payload = doc;
 			q.payload_len = strlen(doc);
 			rv = msg_status_resp_encode(&q, &out, &outlen);
@@ -379,6 +382,8 @@ gw_nng_close_calls(struct gw *gw)
 		nng_close(gw->worker_sock);
 		gw->worker_open = false;
 	}
+	/* The settles gathered so far go before the socket closes. */
+	gw_limit_flush(gw);
 	if (gw->rl_open) {
 		nng_close(gw->rl_sock);
 		gw->rl_open = false;

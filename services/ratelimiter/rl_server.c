@@ -85,6 +85,7 @@ union rl_req {
 	struct msg_status_req status;
 	struct msg_limit_check check;
 	struct msg_limit_settle settle;
+	struct msg_limit_settle_batch settle_batch;
 	struct msg_quota_req quota;
 	struct msg_threat_report threat;
 	struct msg_block_list blocks;
@@ -638,9 +639,11 @@ rl_settle_str(enum rl_settle_state st)
  * replayed later while Redis is down); an in-process one settles in
  * process, and its cost is also recorded in Redis, which never saw it.
  */
+/* Settles (or releases) one reservation, in Redis and/or in memory.
+ * -EINVAL for a malformed reservation id. */
 static int
-rl_reply_settle(struct rl_server *s, const struct msg_limit_settle *req,
-    char **ret_buf, size_t *ret_len)
+rl_settle_one(struct rl_server *s, const struct msg_limit_settle *req,
+    enum rl_settle_state *ret_st)
 {
 	char subject[RL_SUBJECT_MAX + 1];
 	const char *token = req->reservation_id + 1;
@@ -649,8 +652,7 @@ rl_reply_settle(struct rl_server *s, const struct msg_limit_settle *req,
 	int rv;
 
 	if (token[0] == '\0' || strlen(token) > RL_TOKEN_MAX)
-		return rl_reply_ack(req->request_id, false, "bad_request",
-		    "malformed reservation_id", ret_buf, ret_len);
+		return -EINVAL;
 	if ((rv = rl_subject_make(req->subject_type, req->subject_id, subject,
 		 sizeof(subject))) != 0)
 		return rv;
@@ -678,8 +680,64 @@ rl_reply_settle(struct rl_server *s, const struct msg_limit_settle *req,
 	    LF_I("reserved_micro_usd", req->reserved_micro_usd),
 	    LF_I("actual_micro_usd", req->actual_micro_usd),
 	    LF_S("state", rl_settle_str(st)));
+	*ret_st = st;
+	return 0;
+}
+
+static int
+rl_reply_settle(struct rl_server *s, const struct msg_limit_settle *req,
+    char **ret_buf, size_t *ret_len)
+{
+	enum rl_settle_state st = RL_UNKNOWN;
+	int rv;
+
+	if ((rv = rl_settle_one(s, req, &st)) == -EINVAL)
+		return rl_reply_ack(req->request_id, false, "bad_request",
+		    "malformed reservation_id", ret_buf, ret_len);
+	if (rv != 0)
+		return rv;
 	return rl_reply_ack(
 	    req->request_id, true, "ok", rl_settle_str(st), ret_buf, ret_len);
+}
+
+/* Each line of the payload is one limit_settle; a bad one is logged and
+ * skipped, the others still settle. */
+static int
+rl_reply_settle_batch(struct rl_server *s,
+    const struct msg_limit_settle_batch *req, char **ret_buf, size_t *ret_len)
+{
+	const char *p = req->payload, *end = req->payload + req->payload_len;
+	struct msg_limit_settle one;
+	enum rl_settle_state st;
+	int64_t done = 0, bad = 0;
+	char msg[64];
+
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n =
+		    nl != NULL ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+		int rv;
+
+		if ((rv = msg_limit_settle_decode(p, n, &one)) == 0)
+			rv = rl_settle_one(s, &one, &st);
+		if (rv == -ENOMEM)
+			return rv;
+		if (rv != 0) {
+			bad++;
+			log_warn(req->request_id, "settle in a batch refused",
+			    LF_S("error", strerror(-rv)));
+		} else {
+			done++;
+		}
+		p += n;
+	}
+	if (done + bad != req->count)
+		log_warn(req->request_id, "settle batch count mismatch",
+		    LF_I("count", req->count), LF_I("found", done + bad));
+	snprintf(msg, sizeof(msg), "%lld settled, %lld refused",
+	    (long long)done, (long long)bad);
+	return rl_reply_ack(req->request_id, bad == 0,
+	    bad == 0 ? "ok" : "bad_request", msg, ret_buf, ret_len);
 }
 
 static int
@@ -897,6 +955,13 @@ rl_server_handle(struct rl_server *s, const char *buf, size_t len,
 		if ((rv = msg_limit_settle_decode(buf, len, &req.settle)) != 0)
 			return rl_reply_bad(s, t, rv, ret_buf, ret_len);
 		rv = rl_reply_settle(s, &req.settle, ret_buf, ret_len);
+		break;
+	case MSG_LIMIT_SETTLE_BATCH:
+		if ((rv = msg_limit_settle_batch_decode(
+			 buf, len, &req.settle_batch)) != 0)
+			return rl_reply_bad(s, t, rv, ret_buf, ret_len);
+		rv = rl_reply_settle_batch(
+		    s, &req.settle_batch, ret_buf, ret_len);
 		break;
 	case MSG_QUOTA_REQ:
 		if ((rv = msg_quota_req_decode(buf, len, &req.quota)) != 0)

@@ -4,16 +4,20 @@
  * 429 with Retry-After and X-RateLimit-* headers, 403 for blocked
  * subjects, and 401 for a forged or expired token.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <check.h>
 #include <jansson.h>
 
 #include "clock.h"
 #include "jwt.h"
+#include "nngx.h"
+#include "proto.h"
 #include "suite.h"
 
 #define JWT_SECRET "limits-test-secret-0123456789abcdef"
@@ -234,6 +238,134 @@ START_TEST(test_limits_off)
 }
 END_TEST
 
+/* Settles travel in batches: after 12 concurrent chats of one session
+ * its quota shows nothing reserved and exactly the envelopes' costs used,
+ * and the gateway counts 12 settles in at most 12 batches. */
+#define SETTLE_CHATS 12
+
+struct settle_chat {
+	struct suite *s;
+	double cost;
+	long status;
+};
+
+static void *
+settle_chat_main(void *arg)
+{
+	struct settle_chat *c = arg;
+	const char *const h[] = {"X-Session-ID: settle-batch-session-01", NULL};
+	struct h_resp r;
+	json_t *j;
+
+	if (suite_post(c->s, "/api/v1/ai-proxy/claude/chat",
+		"{\"messages\":[{\"role\":\"user\",\"content\":\"settle "
+		"me\"}],\"max_tokens\":64}",
+		h, &r) != 0)
+		return NULL;
+	c->status = r.status;
+	if ((j = suite_json(&r)) != NULL) {
+		c->cost = json_number_value(json_object_get(j, "cost"));
+		json_decref(j);
+	}
+	h_resp_free(&r);
+	return NULL;
+}
+
+/* The gateway's status payload member name, or -1. */
+static long long
+gateway_counter(struct suite *s, const char *name)
+{
+	struct msg_status_req q;
+	struct msg_status_resp a;
+	char *buf = NULL, *reply = NULL;
+	size_t len, rlen;
+	long long v = -1;
+	json_t *j;
+
+	memset(&q, 0, sizeof(q));
+	snprintf(q.what, sizeof(q.what), "health");
+	ck_assert_int_eq(msg_status_req_encode(&q, &buf, &len), 0);
+	ck_assert_int_eq(
+	    nngx_call(s->gateway_url, buf, len, 1000, &reply, &rlen), 0);
+	free(buf);
+	if (msg_status_resp_decode(reply, rlen, &a) == 0 &&
+	    (j = json_loadb(a.payload, a.payload_len, 0, NULL)) != NULL) {
+		if (json_is_integer(json_object_get(j, name)))
+			v = json_integer_value(json_object_get(j, name));
+		json_decref(j);
+	}
+	free(reply);
+	return v;
+}
+
+START_TEST(test_settles_batched)
+{
+	static const char *const env[] = {
+	    "AI_PROXY_RATE_LIMIT_PER_MINUTE=1000",
+	    "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=1000",
+	    "AI_PROXY_COST_LIMIT_DAILY=5",
+	    NULL,
+	};
+	struct suite_opts o = {.workers = 1, .gw_env = env, .rl_env = env};
+	const char *const h[] = {"X-Session-ID: settle-batch-session-01", NULL};
+	struct settle_chat c[SETTLE_CHATS];
+	pthread_t t[SETTLE_CHATS];
+	struct suite s;
+	double sum = 0, used = -1, reserved = -1;
+	long long settles, batches;
+	int64_t deadline;
+
+	if (!S_up)
+		return;
+	ck_assert_int_eq(suite_start(&s, &o), 0);
+	for (int i = 0; i < SETTLE_CHATS; i++) {
+		c[i] = (struct settle_chat){&s, 0, 0};
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, settle_chat_main, &c[i]), 0);
+	}
+	for (int i = 0; i < SETTLE_CHATS; i++) {
+		pthread_join(t[i], NULL);
+		ck_assert_msg(
+		    c[i].status == 200, "chat %d: %ld", i, c[i].status);
+		ck_assert(c[i].cost > 0);
+		sum += c[i].cost;
+	}
+	/* Settled within a few ms of the answers: poll briefly. */
+	deadline = clock_mono_ms() + 3000;
+	while (clock_mono_ms() < deadline) {
+		struct h_resp r;
+		json_t *j, *cost;
+
+		ck_assert_int_eq(
+		    suite_get(&s, "/api/v1/ai-proxy/usage/quota", h, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		j = suite_json(&r);
+		cost = json_object_get(
+		    json_object_get(json_object_get(j, "data"), "cost_today"),
+		    "used_usd");
+		used = json_number_value(cost);
+		reserved = json_number_value(json_object_get(
+		    json_object_get(json_object_get(j, "data"), "cost_today"),
+		    "reserved_usd"));
+		json_decref(j);
+		h_resp_free(&r);
+		if (reserved == 0)
+			break;
+		usleep(20000);
+	}
+	ck_assert_msg(reserved == 0, "still reserved: %f", reserved);
+	ck_assert_msg(used > sum - 1e-9 && used < sum + 1e-9,
+	    "used %.6f, envelopes %.6f", used, sum);
+	settles = gateway_counter(&s, "settles");
+	batches = gateway_counter(&s, "settle_batches");
+	ck_assert_int_eq(settles, SETTLE_CHATS);
+	ck_assert_msg(
+	    batches >= 1 && batches <= settles, "%lld batches", batches);
+	fprintf(stderr, "settles: %lld in %lld batches\n", settles, batches);
+	suite_stop(&s);
+}
+END_TEST
+
 static Suite *
 limits_suite(void)
 {
@@ -245,6 +377,7 @@ limits_suite(void)
 	tcase_add_test(tc, test_minute_limit_then_admitted_again);
 	tcase_add_test(tc, test_tokens);
 	tcase_add_test(tc, test_limits_off);
+	tcase_add_test(tc, test_settles_batched);
 	suite_add_tcase(su, tc);
 	return su;
 }

@@ -71,6 +71,7 @@ CODEC(threat_report)
 CODEC(block_list)
 CODEC(block_list_resp)
 CODEC(unblock)
+CODEC(limit_settle_batch)
 
 #define CODEC_ENTRY(E, T) [E] = {codec_enc_##T, codec_dec_##T}
 static const struct codec codecs[MSG_MAX] = {
@@ -102,6 +103,7 @@ static const struct codec codecs[MSG_MAX] = {
     CODEC_ENTRY(MSG_BLOCK_LIST, block_list),
     CODEC_ENTRY(MSG_BLOCK_LIST_RESP, block_list_resp),
     CODEC_ENTRY(MSG_UNBLOCK, unblock),
+    CODEC_ENTRY(MSG_LIMIT_SETTLE_BATCH, limit_settle_batch),
 };
 
 #define SET(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
@@ -139,6 +141,10 @@ msg_payload(
 	case MSG_BLOCK_LIST_RESP:
 		*ret_p = &u->block_list_resp.payload;
 		*ret_len = &u->block_list_resp.payload_len;
+		return true;
+	case MSG_LIMIT_SETTLE_BATCH:
+		*ret_p = &u->limit_settle_batch.payload;
+		*ret_len = &u->limit_settle_batch.payload_len;
 		return true;
 	default:
 		return false;
@@ -356,6 +362,10 @@ fill(enum msg_type t, union proto_msg *u)
 		SET(u->unblock.request_id, "admin-2");
 		SET(u->unblock.kind, "ip");
 		SET(u->unblock.id, "203.0.113.7");
+		break;
+	case MSG_LIMIT_SETTLE_BATCH:
+		SET(u->limit_settle_batch.request_id, "");
+		u->limit_settle_batch.count = 3;
 		break;
 	default:
 		ck_abort_msg("no filler for type %d", (int)t);
