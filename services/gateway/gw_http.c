@@ -170,6 +170,13 @@ add_common_headers(struct gw_req *r, struct MHD_Response *resp)
 	}
 	if (r->no_retry)
 		add_hdr(resp, "x-should-retry", "false");
+	if (r->route != NULL && r->route->chat && r->model[0] != '\0' &&
+	    r->provider[0] != '\0') {
+		add_hdr(resp, "X-AI-Proxy-Provider", r->provider);
+		add_hdr(resp, "X-AI-Proxy-Model", r->model);
+		if (r->fallback)
+			add_hdr(resp, "X-AI-Proxy-Fallback", "true");
+	}
 	if (r->www_auth)
 		add_hdr(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 }
@@ -582,6 +589,8 @@ req_dispatch(struct gw_req *r)
 		return route_admin(r);
 	case GW_R_QUOTA:
 		return gw_usage_quota(r);
+	case GW_R_PROVIDERS_STATUS:
+		return gw_providers_status(r);
 	case GW_R_ANALYTICS:
 		return gw_usage_analytics(
 		    r, r->gw->cfg->admin_key != NULL &&

@@ -28,6 +28,8 @@ static const struct gw_route gw_routes[GW_R_MAX] = {
 	false, false, NULL},
     {GW_R_ANALYTICS, "/api/v1/ai-proxy/usage/analytics", GW_M_GET,
 	GW_SHAPE_ENVELOPE, false, false, NULL},
+    {GW_R_PROVIDERS_STATUS, "/api/v1/ai-proxy/providers/status",
+	GW_M_GET | GW_M_HEAD, GW_SHAPE_ENVELOPE, false, false, NULL},
 };
 
 unsigned

@@ -21,6 +21,7 @@ enum gw_route_id {
 	GW_R_CACHE_CLEAR,   /* DELETE /api/v1/ai-proxy/cache/clear */
 	GW_R_QUOTA,         /* GET /api/v1/ai-proxy/usage/quota */
 	GW_R_ANALYTICS,     /* GET /api/v1/ai-proxy/usage/analytics */
+	GW_R_PROVIDERS_STATUS, /* GET /api/v1/ai-proxy/providers/status */
 	GW_R_MAX
 };
 

@@ -85,6 +85,8 @@ main(int argc, char **argv)
 		      "provider worker needs at least one");
 	key_register("CLAUDE_API_KEY", cfg.claude_api_key);
 	key_register("OPENAI_API_KEY", cfg.openai_api_key);
+	key_register("CLAUDE_FALLBACK_API_KEY", cfg.claude_fallback_api_key);
+	key_register("OPENAI_FALLBACK_API_KEY", cfg.openai_fallback_api_key);
 	if (models_load(cfg.models_file, &models, err, sizeof(err)) != 0)
 		fatal("AI_PROXY_MODELS_FILE: %s", err);
 
@@ -100,7 +102,17 @@ main(int argc, char **argv)
 	o.base_url[PW_PROV_OPENAI] = cfg.openai_base_url;
 	o.key[PW_PROV_CLAUDE] = cfg.claude_api_key;
 	o.key[PW_PROV_OPENAI] = cfg.openai_api_key;
+	o.fallback_base_url[PW_PROV_CLAUDE] = cfg.claude_fallback_base_url;
+	o.fallback_base_url[PW_PROV_OPENAI] = cfg.openai_fallback_base_url;
+	o.fallback_key[PW_PROV_CLAUDE] = cfg.claude_fallback_api_key;
+	o.fallback_key[PW_PROV_OPENAI] = cfg.openai_fallback_api_key;
 	o.models = models;
+	o.breaker.failure_threshold = cfg.cb_failure_threshold;
+	o.breaker.rate = cfg.cb_expected_exception_rate;
+	o.breaker.min_volume = cfg.cb_min_volume;
+	o.breaker.recovery_ms = cfg.cb_recovery_timeout * 1000;
+	o.max_retries = (int)cfg.max_retries;
+	o.report_url = cfg.stream_url;
 	if ((rv = pw_server_start(&o, &srv)) != 0)
 		fatal("cannot start: %s", strerror(-rv));
 	log_info(NULL, "provider-worker started",

@@ -51,8 +51,15 @@ struct pw_call {
 	int64_t t_recv_us;         /* the chat_req arrived */
 	int64_t t_upstream_us;     /* the transfer started */
 
-	/* Ready for retries and failover (a later issue). */
-	int attempt;         /* retries done */
+	/* Attempts: retries and failover (curl thread). */
+	int target;          /* PW_TARGET() of the current or last attempt */
+	bool probe;          /* that attempt is its breaker's probe */
+	bool attempt_live;   /* admitted: pw_health_done() is owed */
+	int attempts;        /* upstream attempts started */
+	int tries[2];        /* per slot (primary, fallback) */
+	int next_slot;       /* the slot of the attempt waiting */
+	int64_t due_ms;      /* monotonic: when the waiting attempt starts */
+	bool fallback;       /* the last attempt went to the fallback */
 	bool client_started; /* a byte went to the client: no retry then */
 
 	/* The transfer (curl thread only). */
