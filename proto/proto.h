@@ -12,6 +12,8 @@
  *   AI_PROXY_STREAM_URL       gateway (pull)     provider-workers   pipeline
  *                             (stream_chunk; breaker_state, worker_stats)
  *   AI_PROXY_CONTROL_URL      gateway (pub)      provider-workers   pub/sub
+ *                             (cancel, breaker_reset, cache_clear,
+ *                             breaker_state relayed)
  * "ctl " AI_PROXY_GATEWAY_URL      gateway (rep)      tools (req) req/rep
  *   AI_PROXY_RATELIMITER_URL  ratelimiter (rep)  gateway (req)      req/rep
  *   AI_PROXY_ACCOUNTANT_URL   accountant (rep)   gateway (req)      req/rep

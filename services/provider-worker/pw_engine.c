@@ -584,7 +584,7 @@ static bool
 target_refuses(struct pw_engine *e, int t)
 {
 	return e->health != NULL &&
-	       pw_health_refuses(e->health, t, clock_real_ms());
+	       pw_health_refuses(e->health, t, clock_real_ms(), NULL);
 }
 
 /* Asks t's breaker; on admission c's next attempt goes to t. */

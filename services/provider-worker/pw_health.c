@@ -85,7 +85,8 @@ pw_health_admit(
 }
 
 bool
-pw_health_refuses(struct pw_health *h, int target, int64_t now_ms)
+pw_health_refuses(
+    struct pw_health *h, int target, int64_t now_ms, int64_t *ret_retry_ms)
 {
 	struct pw_breaker *b = &h->br[target];
 	enum pw_breaker_state st;
@@ -94,6 +95,12 @@ pw_health_refuses(struct pw_health *h, int target, int64_t now_ms)
 	pthread_mutex_lock(&h->mu);
 	st = pw_breaker_state(b, now_ms);
 	r = st == PW_BREAKER_OPEN || (st == PW_BREAKER_HALF_OPEN && b->probing);
+	if (r && ret_retry_ms != NULL) {
+		int64_t left =
+		    st == PW_BREAKER_OPEN ? b->open_until_ms - now_ms : 0;
+
+		*ret_retry_ms = left < 1000 ? 1000 : (left + 999) / 1000 * 1000;
+	}
 	pthread_mutex_unlock(&h->mu);
 	return r;
 }

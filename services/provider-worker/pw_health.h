@@ -50,8 +50,10 @@ bool pw_health_configured(struct pw_health *h, int target);
 enum pw_breaker_verdict pw_health_admit(
     struct pw_health *h, int target, int64_t now_ms, int64_t *ret_retry_ms);
 /* Whether admit would refuse now (open, or half-open with its probe out);
- * no side effect. */
-bool pw_health_refuses(struct pw_health *h, int target, int64_t now_ms);
+ * no side effect but the time's.  *ret_retry_ms (may be NULL) as from
+ * pw_breaker_admit() when it would. */
+bool pw_health_refuses(
+    struct pw_health *h, int target, int64_t now_ms, int64_t *ret_retry_ms);
 /*
  * An admitted attempt ended.  verdict: false when it says nothing about
  * the provider (cancelled, stopping, internal): a probe is released.

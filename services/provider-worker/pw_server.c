@@ -299,6 +299,31 @@ chat_refuse(struct pw_server *s, struct pw_call *c, int status,
 	pw_call_unref(c);
 }
 
+/*
+ * The fast-fail path, on this (nng) thread: when every upstream of the
+ * provider has its breaker open, the call ends here, without the curl
+ * thread.  The curl thread asks the breakers again (a half-open probe is
+ * only ever admitted there).  True when c was ended (taken).
+ */
+static bool
+breaker_refuses(struct pw_server *s, struct pw_call *c)
+{
+	int pt = PW_TARGET(c->prov, PW_SLOT_PRIMARY);
+	int ft = PW_TARGET(c->prov, PW_SLOT_FALLBACK);
+	int64_t now = clock_real_ms(), retry = 1000;
+
+	if (!pw_health_refuses(&s->health, pt, now, &retry) ||
+	    (pw_health_configured(&s->health, ft) &&
+		!pw_health_refuses(&s->health, ft, now, NULL)))
+		return false;
+	pw_health_count_request(&s->health, pt, now);
+	c->fail = PW_FAIL_BREAKER;
+	c->retry_after_ms_val = retry;
+	chat_refuse(s, c, 503, "provider_unavailable",
+	    pw_map_fail(PW_FAIL_BREAKER, false).message);
+	return true;
+}
+
 static bool
 has_ctl_chars(const char *s)
 {
@@ -369,6 +394,8 @@ on_chat_decoded(
 		chat_refuse(s, c, 400, "bad_request", "empty upstream body");
 		return;
 	}
+	if (breaker_refuses(s, c))
+		return;
 	pw_engine_submit(s->engine, c);
 }
 
