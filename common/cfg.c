@@ -148,6 +148,11 @@ static const struct cfg_var cfg_table[] = {
 	"1/N of every limit in process"},
     {"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10, OFF(max_retries),
 	"upstream retries per request"},
+    {"AI_PROXY_FALLBACK_MODEL_MAP", CFG_T_STR, CFG_PW, "", 0, 4096,
+	OFF(fallback_model_map),
+	"claude -> openai failover of non-streamed calls when every Anthropic "
+	"upstream fails: <claude model id>=<openai model id>,... (*= any; "
+	"empty: none)"},
     {"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,
 	1024, OFF(models_file),
 	"model table: ids, aliases, prices (unset: config/models.json of "

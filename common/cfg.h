@@ -52,6 +52,7 @@ struct cfg {
 	char *claude_fallback_api_key;
 	char *openai_fallback_base_url;
 	char *openai_fallback_api_key;
+	char *fallback_model_map;
 	char *claude_api_key;
 	char *openai_api_key;
 	char *default_model;

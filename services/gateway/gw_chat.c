@@ -511,6 +511,10 @@ chat_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	}
 	r->cost_micro_usd = resp.cost_micro_usd;
 	r->fallback = resp.fallback;
+	if (strcmp(resp.provider, "openai") == 0)
+		r->provider = "openai"; /* static, as r->provider must be */
+	else if (strcmp(resp.provider, "claude") == 0)
+		r->provider = "claude";
 	if (resp.model[0] != '\0' && strcmp(resp.model, r->model) != 0)
 		snprintf(r->model, sizeof(r->model), "%s", resp.model);
 	if (resp.error_code[0] != '\0')

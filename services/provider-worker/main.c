@@ -112,6 +112,7 @@ main(int argc, char **argv)
 	o.breaker.min_volume = cfg.cb_min_volume;
 	o.breaker.recovery_ms = cfg.cb_recovery_timeout * 1000;
 	o.max_retries = (int)cfg.max_retries;
+	o.fallback_model_map = cfg.fallback_model_map;
 	o.report_url = cfg.stream_url;
 	if ((rv = pw_server_start(&o, &srv)) != 0)
 		fatal("cannot start: %s", strerror(-rv));

@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "log.h"
 #include "pw_push.h"
+#include "pw_xlate.h"
 
 #define PW_CONNECT_TIMEOUT_MS 10000
 /* A streamed answer may be longer than a JSON one, never unbounded. */
@@ -45,6 +46,8 @@ struct pw_engine {
 	const char *key[PW_TARGETS]; /* NULL: the target is not set up */
 	struct pw_health *health;
 	int max_retries;
+	const char *xmap;
+	const struct model_table *models;
 	char *noproxy;
 	pw_engine_done_fn done;
 	void *arg;
@@ -374,7 +377,7 @@ call_headers(struct pw_engine *e, struct pw_call *c)
 
 	char bearer[600];
 
-	if (c->prov == PW_PROV_CLAUDE) {
+	if (PW_TARGET_PROV(c->target) == PW_PROV_CLAUDE) {
 		if ((rv = hdr_add(c, "x-api-key", key)) != 0 ||
 		    (rv = hdr_add(c, "anthropic-version", "2023-06-01")) != 0)
 			return rv;
@@ -418,9 +421,15 @@ call_setup(struct pw_engine *e, struct pw_call *c)
 		return rv;
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_POST, 1L);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->req.payload);
-	curl_easy_setopt(
-	    h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->req.payload_len);
+	if (PW_TARGET_PROV(c->target) != c->prov) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->xbody);
+		curl_easy_setopt(
+		    h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->xbody_len);
+	} else {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->req.payload);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)c->req.payload_len);
+	}
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
@@ -492,6 +501,7 @@ call_result(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 	enum pw_fail fail;
 	bool streamed = c->chunks > 0;
 	bool http_ok = c->http_status >= 200 && c->http_status <= 299;
+	bool cross = PW_TARGET_PROV(c->target) != c->prov && c->attempts > 0;
 
 	fail =
 	    c->fail != PW_FAIL_NONE ? c->fail : pw_map_curl(rc, c->got_bytes);
@@ -534,13 +544,26 @@ call_result(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 	if (c->su_init)
 		c->usage = c->su.usage;
 	else if (http_ok && c->body.len > 0 &&
-		 pw_usage_from_body(
-		     c->prov, c->body.data, c->body.len, &c->usage) != 0 &&
+		 pw_usage_from_body(PW_TARGET_PROV(c->target), c->body.data,
+		     c->body.len, &c->usage) != 0 &&
 		 c->out.status == 200)
 		log_warn(
 		    c->req.request_id, "no usage in the provider's answer");
-	c->cost_micro_usd =
-	    c->model != NULL ? models_cost(c->model, &c->usage.tokens) : 0;
+	if (cross) {
+		c->cost_micro_usd =
+		    c->xmodel != NULL ? models_cost(c->xmodel, &c->usage.tokens)
+				      : 0;
+		/* The client asked in Anthropic's shape: answer in it; an
+		 * OpenAI error body has no place there. */
+		if (c->out.status != 200 ||
+		    pw_xlate_resp_openai_to_claude(
+			c->body.data, c->body.len, &c->body) != 0)
+			buf_reset(&c->body);
+	} else {
+		c->cost_micro_usd =
+		    c->model != NULL ? models_cost(c->model, &c->usage.tokens)
+				     : 0;
+	}
 	if (fail != PW_FAIL_BREAKER)
 		c->retry_after_ms_val = 0;
 	if (c->retry_after_ms[0] != '\0' || c->retry_after[0] != '\0')
@@ -602,7 +625,69 @@ attempt_admit(struct pw_engine *e, struct pw_call *c, int t, int64_t *retry)
 	c->target = t;
 	c->probe = v == PW_BREAKER_PROBE;
 	c->attempt_live = e->health != NULL;
-	c->fallback = PW_TARGET_SLOT(t) == PW_SLOT_FALLBACK;
+	c->fallback = PW_TARGET_SLOT(t) == PW_SLOT_FALLBACK ||
+		      PW_TARGET_PROV(t) != c->prov;
+	return true;
+}
+
+#define PW_XTARGET PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY)
+
+/* The openai model a claude model fails over to (exact id, else "*"),
+ * into out.  False when the map names none. */
+static bool
+xmap_lookup(const char *map, const char *id, char *out, size_t outlen)
+{
+	bool found = false;
+
+	for (const char *p = map; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, ","), k = strcspn(p, "=");
+
+		if (k < n) {
+			bool exact = k == strlen(id) && strncmp(p, id, k) == 0;
+			bool any = k == 1 && p[0] == '*';
+
+			if ((exact || (any && !found)) && n - k - 1 < outlen) {
+				memcpy(out, p + k + 1, n - k - 1);
+				out[n - k - 1] = '\0';
+				found = true;
+				if (exact)
+					return true;
+			}
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return found;
+}
+
+/* Whether c may fail over to openai; prepares the translated request on
+ * first use. */
+static bool
+cross_ready(struct pw_engine *e, struct pw_call *c)
+{
+	char id[MODEL_ID_MAX + 1];
+	int rv;
+
+	if (c->prov != PW_PROV_CLAUDE || c->req.stream || e->xmap == NULL ||
+	    e->models == NULL || c->xfailed || c->model == NULL ||
+	    !target_usable(e, PW_XTARGET))
+		return false;
+	if (c->xbody != NULL)
+		return true;
+	c->xfailed = true;
+	if (!xmap_lookup(e->xmap, c->model->id, id, sizeof(id)) ||
+	    (c->xmodel = models_lookup(e->models, id)) == NULL ||
+	    strcmp(c->xmodel->provider, "openai") != 0)
+		return false;
+	if ((rv = pw_xlate_req_claude_to_openai(c->req.payload,
+		 c->req.payload_len, c->xmodel->id, &c->xbody,
+		 &c->xbody_len)) != 0) {
+		log_info(c->req.request_id, "no cross-provider failover",
+		    LF_S("error", strerror(-rv)));
+		return false;
+	}
+	c->xfailed = false;
 	return true;
 }
 
@@ -656,7 +741,10 @@ attempt_start(struct pw_engine *e, struct pw_call *c)
 	int rv;
 
 	c->attempts++;
-	c->tries[PW_TARGET_SLOT(c->target)]++;
+	if (PW_TARGET_PROV(c->target) != c->prov)
+		c->xtries++;
+	else
+		c->tries[PW_TARGET_SLOT(c->target)]++;
 	if ((rv = call_setup(e, c)) != 0) {
 		log_error(c->req.request_id, "cannot start the upstream call",
 		    LF_S("error", strerror(-rv)));
@@ -696,7 +784,8 @@ retry_schedule(struct pw_engine *e, struct pw_call *c)
 	int next;
 
 	if (c->attempts == 0 || e->closing || c->client_started ||
-	    c->chunks > 0 || !pw_map_retryable(c->http_status, c->fail))
+	    c->chunks > 0 || !pw_map_retryable(c->http_status, c->fail) ||
+	    PW_TARGET_PROV(c->target) != c->prov)
 		return false;
 	left = c->req.deadline_ms - (now - c->t_recv_us / 1000);
 	same_ok =
@@ -711,12 +800,16 @@ retry_schedule(struct pw_engine *e, struct pw_call *c)
 		delay = backoff_ms(e, c->attempts);
 		if (next == slot && ra > delay)
 			delay = ra;
+	} else if (c->xtries == 0 && !target_refuses(e, PW_XTARGET) &&
+		   cross_ready(e, c)) {
+		next = -1; /* the other provider */
+		delay = 0;
 	} else {
 		return false;
 	}
 	if (delay + PW_ATTEMPT_MIN_MS > left)
 		return false;
-	c->next_slot = next;
+	c->next_target = next < 0 ? PW_XTARGET : PW_TARGET(c->prov, next);
 	c->due_ms = now + delay;
 	TAILQ_FOREACH(w, &e->waiting, link) {
 		if (w->due_ms > c->due_ms)
@@ -729,7 +822,8 @@ retry_schedule(struct pw_engine *e, struct pw_call *c)
 	log_info(c->req.request_id, "upstream attempt failed, retrying",
 	    LF_I("attempt", c->attempts), LF_I("status", c->http_status),
 	    LF_S("failure", pw_fail_str(c->fail)),
-	    LF_S("next", pw_slot_str((enum pw_slot)next)),
+	    LF_S("next",
+		next < 0 ? "other_provider" : pw_slot_str((enum pw_slot)next)),
 	    LF_I("delay_ms", delay), LF_I("retry_after_ms", ra));
 	return true;
 }
@@ -749,11 +843,13 @@ call_complete(struct pw_engine *e, struct pw_call *c)
 static void
 retry_start(struct pw_engine *e, struct pw_call *c)
 {
-	int slot = c->next_slot, other = 1 - slot;
+	int slot = PW_TARGET_SLOT(c->next_target), other = 1 - slot;
+	bool cross = PW_TARGET_PROV(c->next_target) != c->prov;
 
-	if (!attempt_admit(e, c, PW_TARGET(c->prov, slot), NULL) &&
-	    !(c->tries[other] <= e->max_retries &&
-		attempt_admit(e, c, PW_TARGET(c->prov, other), NULL))) {
+	if (!attempt_admit(e, c, c->next_target, NULL) &&
+	    (cross ||
+		!(c->tries[other] <= e->max_retries &&
+		    attempt_admit(e, c, PW_TARGET(c->prov, other), NULL)))) {
 		log_info(
 		    c->req.request_id, "retry dropped: the breaker is open");
 		call_complete(e, c);
@@ -847,7 +943,9 @@ call_start(struct pw_engine *e, struct pw_call *c)
 		if (e->health != NULL)
 			pw_health_count_request(e->health, pt, clock_real_ms());
 		if (attempt_admit(e, c, pt, &retry) ||
-		    attempt_admit(e, c, ft, NULL)) {
+		    attempt_admit(e, c, ft, NULL) ||
+		    (!target_refuses(e, PW_XTARGET) && cross_ready(e, c) &&
+			attempt_admit(e, c, PW_XTARGET, NULL))) {
 			attempt_start(e, c);
 			return;
 		}
@@ -1040,6 +1138,8 @@ pw_engine_new(const struct pw_engine_opts *o, pw_engine_done_fn done, void *arg,
 	}
 	e->health = o->health;
 	e->max_retries = o->max_retries > 0 ? o->max_retries : 0;
+	e->xmap = o->xmap != NULL && o->xmap[0] != '\0' ? o->xmap : NULL;
+	e->models = o->models;
 	e->rng = (uint64_t)clock_real_us() ^ ((uint64_t)(uintptr_t)e << 17);
 	if (e->rng == 0)
 		e->rng = 0x9e3779b97f4a7c15ULL;

@@ -34,6 +34,11 @@ struct pw_engine_opts {
 	 * attempt (AI_PROXY_MAX_RETRIES). */
 	struct pw_health *health;
 	int max_retries;
+	/* Cross-provider failover of non-streamed claude calls to openai's
+	 * primary upstream: "<claude model id>=<openai model id>,...",
+	 * "*=<id>" for any (NULL: none); models resolves the ids. */
+	const char *xmap;
+	const struct model_table *models;
 	size_t max_stream_urls; /* push sockets cached (gateways) */
 	/* Tuning, 0 for the defaults: messages a push socket buffers, and
 	 * the unsent chunk bytes per call that pause / resume it. */

@@ -50,6 +50,7 @@ struct pw_server {
 	 * does not take them). */
 	struct pw_health health;
 	bool health_init;
+	bool xmap; /* claude -> openai failover configured */
 	nng_socket report;
 	bool report_open;
 	pthread_t stats_th;
@@ -95,6 +96,28 @@ copy_str(char *dst, size_t dstlen, const char *src)
 
 /* ---- replies ---- */
 
+/* What served the call: the other provider's model after a
+ * cross-provider failover, else the request's. */
+static bool
+served_cross(const struct pw_call *c)
+{
+	return c->attempts > 0 && c->xmodel != NULL &&
+	       PW_TARGET_PROV(c->target) != c->prov;
+}
+
+static const char *
+served_provider(const struct pw_call *c)
+{
+	return served_cross(c) ? pw_prov_str(PW_TARGET_PROV(c->target))
+			       : c->req.provider;
+}
+
+static const char *
+served_model(const struct pw_call *c)
+{
+	return served_cross(c) ? c->xmodel->id : c->req.model;
+}
+
 static void
 reply_bad(
     struct pw_server *s, struct nngx_rep_ctx *ctx, const char *what, int err)
@@ -136,8 +159,8 @@ reply_chat(struct pw_call *c)
 	pw_utf8_clip(r.error_message);
 	r.upstream_status =
 	    c->http_status >= 100 && c->http_status <= 599 ? c->http_status : 0;
-	memcpy(r.provider, c->req.provider, sizeof(r.provider));
-	memcpy(r.model, c->req.model, sizeof(r.model));
+	copy_str(r.provider, sizeof(r.provider), served_provider(c));
+	copy_str(r.model, sizeof(r.model), served_model(c));
 	r.input_tokens = t->input;
 	r.output_tokens = t->output;
 	r.cache_read_tokens = t->cache_read;
@@ -220,8 +243,8 @@ publish_usage(struct pw_server *s, struct pw_call *c, int64_t total_ms)
 	memcpy(u->subject_type, c->req.subject_type, sizeof(u->subject_type));
 	memcpy(u->subject_id, c->req.subject_id, sizeof(u->subject_id));
 	memcpy(u->ip, c->req.ip, sizeof(u->ip));
-	memcpy(u->provider, c->req.provider, sizeof(u->provider));
-	memcpy(u->model, c->req.model, sizeof(u->model));
+	copy_str(u->provider, sizeof(u->provider), served_provider(c));
+	copy_str(u->model, sizeof(u->model), served_model(c));
 	u->input_tokens = t->input;
 	u->output_tokens = t->output;
 	u->cache_read_tokens = t->cache_read;
@@ -260,9 +283,9 @@ call_done(struct pw_server *s, struct pw_call *c)
 	else
 		atomic_fetch_add(&s->errors, 1);
 	log_info(c->req.request_id, "chat call",
-	    LF_S("provider", c->req.provider), LF_S("model", c->req.model),
-	    LF_B("stream", c->req.stream), LF_I("status", c->out.status),
-	    LF_S("error_code", c->out.code),
+	    LF_S("provider", served_provider(c)),
+	    LF_S("model", served_model(c)), LF_B("stream", c->req.stream),
+	    LF_I("status", c->out.status), LF_S("error_code", c->out.code),
 	    LF_I("upstream_status", c->http_status), LF_I("ms", total_ms),
 	    LF_I("upstream_ms", c->upstream_ms), LF_I("input_tokens", t->input),
 	    LF_I("output_tokens", t->output),
@@ -315,6 +338,13 @@ breaker_refuses(struct pw_server *s, struct pw_call *c)
 	if (!pw_health_refuses(&s->health, pt, now, &retry) ||
 	    (pw_health_configured(&s->health, ft) &&
 		!pw_health_refuses(&s->health, ft, now, NULL)))
+		return false;
+	/* The other provider may take it: the curl thread decides. */
+	if (s->xmap && c->prov == PW_PROV_CLAUDE && !c->req.stream &&
+	    pw_health_configured(
+		&s->health, PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY)) &&
+	    !pw_health_refuses(&s->health,
+		PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY), now, NULL))
 		return false;
 	pw_health_count_request(&s->health, pt, now);
 	c->fail = PW_FAIL_BREAKER;
@@ -818,6 +848,10 @@ pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
 	s->health_init = true;
 	eo.health = &s->health;
 	eo.max_retries = o->max_retries;
+	eo.xmap = o->fallback_model_map;
+	eo.models = o->models;
+	s->xmap =
+	    o->fallback_model_map != NULL && o->fallback_model_map[0] != '\0';
 	if (o->report_url != NULL && o->report_url[0] != '\0') {
 		if ((rv = nng_push0_open(&s->report)) != 0) {
 			rv = nngx_err(rv);

@@ -37,6 +37,7 @@ struct pw_server_opts {
 	/* Breakers and retries. */
 	struct pw_breaker_cfg breaker;
 	int max_retries;
+	const char *fallback_model_map; /* see pw_engine_opts.xmap */
 	/* The gateway's pull socket (AI_PROXY_STREAM_URL): breaker_state and
 	 * worker_stats go there.  NULL: not sent. */
 	const char *report_url;

@@ -514,6 +514,89 @@ START_TEST(test_failover)
 }
 END_TEST
 
+/* The log entry of rid on the mock at mock_url.  Caller decrefs. */
+static json_t *
+oa_entry(const char *mock_url, const char *rid)
+{
+	struct h_resp r;
+	char url[256];
+	json_t *all, *e, *found = NULL;
+	size_t i;
+
+	snprintf(url, sizeof(url), "%s/_mock/requests", mock_url);
+	ck_assert_int_eq(h_http("GET", url, NULL, NULL, 0, 5000, &r), 0);
+	all = suite_json(&r);
+	h_resp_free(&r);
+	json_array_foreach(all, i, e) {
+		const char *v = json_string_value(json_object_get(
+		    json_object_get(e, "headers"), "x-request-id"));
+
+		if (v != NULL && strcmp(v, rid) == 0)
+			found = json_incref(e);
+	}
+	json_decref(all);
+	ck_assert_ptr_nonnull(found);
+	return found;
+}
+
+/* ---- failover across providers: claude -> openai, with a model map ---- */
+
+START_TEST(test_cross_provider_failover)
+{
+	struct h_mock oa;
+	char oaenv[128];
+	const char *wenv[] = {
+	    oaenv, "AI_PROXY_FALLBACK_MODEL_MAP=*=gpt-4o-mini", NULL};
+	struct suite_opts o = {
+	    .workers = 1, .no_rl_acct = true, .worker_env = wenv};
+	struct suite s;
+	struct h_resp r;
+	char v[64];
+	json_t *j, *d, *e;
+
+	/* OpenAI on a mock of its own, so the Anthropic one can fail. */
+	ck_assert_int_eq(
+	    h_mock_start(&oa, SUITE_ANTHROPIC_KEY, SUITE_OPENAI_KEY), 0);
+	snprintf(oaenv, sizeof(oaenv), "OPENAI_BASE_URL=%s", oa.url);
+	ck_assert_int_eq(suite_start(&s, &o), 0);
+	mock_fault(s.mock.url, "status=529");
+	chat(&s, "x-1", "hello there", &r);
+	ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+	ck_assert_ptr_nonnull(
+	    h_resp_header(&r, "X-AI-Proxy-Provider", v, sizeof(v)));
+	ck_assert_str_eq(v, "openai");
+	ck_assert_ptr_nonnull(
+	    h_resp_header(&r, "X-AI-Proxy-Model", v, sizeof(v)));
+	/* The exact id of the mapped alias. */
+	ck_assert_str_eq(v, "gpt-4o-mini-2024-07-18");
+	ck_assert_ptr_nonnull(
+	    h_resp_header(&r, "X-AI-Proxy-Fallback", v, sizeof(v)));
+	j = body_json(&r);
+	ck_assert(json_is_true(json_object_get(j, "fallback")));
+	ck_assert_str_eq(jstr(j, "provider"), "openai");
+	ck_assert_str_eq(jstr(j, "model"), "gpt-4o-mini-2024-07-18");
+	ck_assert(json_real_value(json_object_get(j, "cost")) > 0 ||
+		  json_integer_value(json_object_get(j, "cost")) > 0);
+	/* Anthropic's shape, as the client asked. */
+	d = json_object_get(j, "data");
+	ck_assert_str_eq(jstr(d, "type"), "message");
+	ck_assert_ptr_nonnull(strstr(
+	    jstr(json_array_get(json_object_get(d, "content"), 0), "text"),
+	    "Mock reply to: hello there"));
+	json_decref(j);
+	h_resp_free(&r);
+	/* Anthropic was tried once, OpenAI answered with the mapped model. */
+	ck_assert_int_eq(mock_count(s.mock.url, "x-1"), 1);
+	ck_assert_int_eq(mock_count(oa.url, "x-1"), 1);
+	e = oa_entry(oa.url, "x-1");
+	ck_assert_str_eq(jstr(e, "model"), "gpt-4o-mini-2024-07-18");
+	ck_assert_str_eq(jstr(e, "path"), "/v1/chat/completions");
+	json_decref(e);
+	suite_stop(&s);
+	h_mock_stop(&oa);
+}
+END_TEST
+
 static Suite *
 gateway_breaker_suite(void)
 {
@@ -526,6 +609,7 @@ gateway_breaker_suite(void)
 	tcase_add_test(tc, test_shared_and_reset);
 	tcase_add_test(tc, test_retry_after_429);
 	tcase_add_test(tc, test_failover);
+	tcase_add_test(tc, test_cross_provider_failover);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,0 +1,193 @@
+#include "pw_xlate.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+/* The text of an Anthropic content value (string or text blocks), as a
+ * new string; -ENOTSUP for any other block. */
+static int
+content_text(const json_t *c, json_t **ret)
+{
+	json_t *blk;
+	size_t i;
+	char *all = NULL;
+	size_t n = 0;
+
+	if (json_is_string(c)) {
+		*ret = json_string(json_string_value(c));
+		return *ret != NULL ? 0 : -ENOMEM;
+	}
+	if (!json_is_array(c))
+		return -EINVAL;
+	json_array_foreach(c, i, blk) {
+		const char *t = json_string_value(json_object_get(blk, "type"));
+		const char *s = json_string_value(json_object_get(blk, "text"));
+		size_t k;
+		char *p;
+
+		if (t == NULL || strcmp(t, "text") != 0 || s == NULL) {
+			free(all);
+			return -ENOTSUP;
+		}
+		k = strlen(s);
+		if ((p = realloc(all, n + k + 1)) == NULL) {
+			free(all);
+			return -ENOMEM;
+		}
+		all = p;
+		memcpy(all + n, s, k);
+		n += k;
+		all[n] = '\0';
+	}
+	*ret = json_stringn(all != NULL ? all : "", n);
+	free(all);
+	return *ret != NULL ? 0 : -ENOMEM;
+}
+
+static int
+add_message(json_t *msgs, const char *role, json_t *text)
+{
+	json_t *m = json_pack("{s:s, s:o}", "role", role, "content", text);
+
+	if (m == NULL || json_array_append_new(msgs, m) != 0)
+		return -ENOMEM;
+	return 0;
+}
+
+int
+pw_xlate_req_claude_to_openai(const char *body, size_t len, const char *model,
+    char **ret, size_t *ret_len)
+{
+	json_t *in, *out = NULL, *msgs, *m, *v, *text;
+	const char *key;
+	size_t i;
+	int rv = -EINVAL;
+
+	if ((in = json_loadb(body, len, 0, NULL)) == NULL ||
+	    !json_is_object(in))
+		goto done;
+	json_object_foreach(in, key, v) {
+		/* Fields that change the answer in ways OpenAI cannot
+		 * follow. */
+		if (strcmp(key, "tools") == 0 ||
+		    strcmp(key, "tool_choice") == 0 ||
+		    strcmp(key, "thinking") == 0 ||
+		    (strcmp(key, "stream") == 0 && json_is_true(v))) {
+			rv = -ENOTSUP;
+			goto done;
+		}
+	}
+	if ((out = json_object()) == NULL || (msgs = json_array()) == NULL) {
+		rv = -ENOMEM;
+		goto done;
+	}
+	json_object_set_new(out, "model", json_string(model));
+	json_object_set_new(out, "messages", msgs);
+	if ((v = json_object_get(in, "system")) != NULL) {
+		if ((rv = content_text(v, &text)) != 0 ||
+		    (rv = add_message(msgs, "system", text)) != 0)
+			goto done;
+	}
+	rv = -EINVAL;
+	if (!json_is_array(json_object_get(in, "messages")))
+		goto done;
+	json_array_foreach(json_object_get(in, "messages"), i, m) {
+		const char *role =
+		    json_string_value(json_object_get(m, "role"));
+
+		if (role == NULL || (strcmp(role, "user") != 0 &&
+					strcmp(role, "assistant") != 0))
+			goto done;
+		if ((rv = content_text(json_object_get(m, "content"), &text)) !=
+			0 ||
+		    (rv = add_message(msgs, role, text)) != 0)
+			goto done;
+		rv = -EINVAL;
+	}
+	if (json_is_integer(v = json_object_get(in, "max_tokens")))
+		json_object_set(out, "max_tokens", v);
+	if (json_is_number(v = json_object_get(in, "temperature")))
+		json_object_set(out, "temperature", v);
+	if (json_is_number(v = json_object_get(in, "top_p")))
+		json_object_set(out, "top_p", v);
+	if (json_is_array(v = json_object_get(in, "stop_sequences")) &&
+	    json_array_size(v) > 0)
+		json_object_set(out, "stop", v);
+	if ((*ret = json_dumps(out, JSON_COMPACT)) == NULL) {
+		rv = -ENOMEM;
+		goto done;
+	}
+	*ret_len = strlen(*ret);
+	rv = 0;
+done:
+	json_decref(in);
+	json_decref(out);
+	return rv;
+}
+
+static const char *
+stop_reason(const char *finish)
+{
+	if (finish == NULL)
+		return "end_turn";
+	if (strcmp(finish, "length") == 0)
+		return "max_tokens";
+	if (strcmp(finish, "tool_calls") == 0)
+		return "tool_use";
+	return "end_turn";
+}
+
+int
+pw_xlate_resp_openai_to_claude(const char *body, size_t len, struct buf *out)
+{
+	json_t *in, *choice, *usage, *msg;
+	const char *text;
+	char *s = NULL;
+	int rv = -EINVAL;
+
+	if ((in = json_loadb(body, len, 0, NULL)) == NULL)
+		return -EINVAL;
+	choice = json_array_get(json_object_get(in, "choices"), 0);
+	msg = json_object_get(choice, "message");
+	usage = json_object_get(in, "usage");
+	text = json_string_value(json_object_get(msg, "content"));
+	if (!json_is_object(choice) || !json_is_object(usage))
+		goto done;
+	{
+		json_t *m = json_pack("{s:s?, s:s, s:s, s:s?, s:[{s:s, s:s}], "
+				      "s:s, s:n, s:{s:I, s:I}}",
+		    "id", json_string_value(json_object_get(in, "id")), "type",
+		    "message", "role", "assistant", "model",
+		    json_string_value(json_object_get(in, "model")), "content",
+		    "type", "text", "text", text != NULL ? text : "",
+		    "stop_reason",
+		    stop_reason(json_string_value(
+			json_object_get(choice, "finish_reason"))),
+		    "stop_sequence", "usage", "input_tokens",
+		    (json_int_t)json_integer_value(
+			json_object_get(usage, "prompt_tokens")),
+		    "output_tokens",
+		    (json_int_t)json_integer_value(
+			json_object_get(usage, "completion_tokens")));
+
+		if (m == NULL) {
+			rv = -ENOMEM;
+			goto done;
+		}
+		s = json_dumps(m, JSON_COMPACT);
+		json_decref(m);
+	}
+	if (s == NULL) {
+		rv = -ENOMEM;
+		goto done;
+	}
+	buf_reset(out);
+	rv = buf_append_str(out, s);
+done:
+	free(s);
+	json_decref(in);
+	return rv;
+}

@@ -1,0 +1,144 @@
+/*
+ * pw_xlate: Anthropic requests carried to OpenAI, OpenAI answers brought
+ * back in Anthropic's shape (cross-provider failover).
+ */
+#include <check.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "pw_unit.h"
+#include "pw_usage.h"
+#include "pw_xlate.h"
+
+static json_t *
+xreq(const char *in, int want)
+{
+	char *out = NULL;
+	size_t len = 0;
+	json_t *j;
+
+	ck_assert_int_eq(pw_xlate_req_claude_to_openai(
+			     in, strlen(in), "gpt-4o-mini", &out, &len),
+	    want);
+	if (want != 0)
+		return NULL;
+	ck_assert_uint_eq(len, strlen(out));
+	j = json_loads(out, 0, NULL);
+	free(out);
+	ck_assert_ptr_nonnull(j);
+	return j;
+}
+
+START_TEST(test_req_text)
+{
+	json_t *j = xreq(
+	    "{\"model\":\"claude-3-haiku-20240307\",\"max_tokens\":50,"
+	    "\"system\":[{\"type\":\"text\",\"text\":\"be \"},{\"type\":"
+	    "\"text\",\"text\":\"brief\"}],\"temperature\":0.5,"
+	    "\"stop_sequences\":[\"END\"],\"messages\":[{\"role\":\"user\","
+	    "\"content\":\"hi\"},{\"role\":\"assistant\",\"content\":[{"
+	    "\"type\":\"text\",\"text\":\"yo\"}]},{\"role\":\"user\","
+	    "\"content\":\"again\"}]}",
+	    0);
+	json_t *m = json_object_get(j, "messages");
+
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(j, "model")), "gpt-4o-mini");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(j, "max_tokens")), 50);
+	ck_assert(json_is_real(json_object_get(j, "temperature")));
+	ck_assert_str_eq(
+	    json_string_value(json_array_get(json_object_get(j, "stop"), 0)),
+	    "END");
+	ck_assert_uint_eq(json_array_size(m), 4);
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_array_get(m, 0), "role")),
+	    "system");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_array_get(m, 0), "content")),
+	    "be brief");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_array_get(m, 2), "content")),
+	    "yo");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(json_array_get(m, 3), "role")),
+	    "user");
+	json_decref(j);
+}
+END_TEST
+
+START_TEST(test_req_refused)
+{
+	/* Streams, tools and images are not carried over. */
+	xreq("{\"stream\":true,\"max_tokens\":5,\"messages\":[{\"role\":"
+	     "\"user\",\"content\":\"hi\"}]}",
+	    -ENOTSUP);
+	xreq("{\"tools\":[],\"max_tokens\":5,\"messages\":[{\"role\":"
+	     "\"user\",\"content\":\"hi\"}]}",
+	    -ENOTSUP);
+	xreq("{\"max_tokens\":5,\"messages\":[{\"role\":\"user\","
+	     "\"content\":[{\"type\":\"image\",\"source\":{}}]}]}",
+	    -ENOTSUP);
+	xreq("[1]", -EINVAL);
+	xreq("{\"max_tokens\":5,\"messages\":[{\"role\":\"system\","
+	     "\"content\":\"x\"}]}",
+	    -EINVAL);
+}
+END_TEST
+
+START_TEST(test_resp)
+{
+	static const char in[] =
+	    "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"model\":"
+	    "\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"message\":{\"role\":"
+	    "\"assistant\",\"content\":\"Hello\"},\"finish_reason\":"
+	    "\"length\"}],\"usage\":{\"prompt_tokens\":9,"
+	    "\"completion_tokens\":2,\"total_tokens\":11}}";
+	struct pw_usage u;
+	struct buf b;
+	json_t *j;
+
+	buf_init(&b, 1 << 20);
+	ck_assert_int_eq(pw_xlate_resp_openai_to_claude(in, strlen(in), &b), 0);
+	j = json_loadb(b.data, b.len, 0, NULL);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(j, "type")), "message");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(j, "stop_reason")), "max_tokens");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(
+		json_array_get(json_object_get(j, "content"), 0), "text")),
+	    "Hello");
+	json_decref(j);
+	/* Anthropic's usage reader finds the same tokens. */
+	ck_assert_int_eq(
+	    pw_usage_from_body(PW_PROV_CLAUDE, b.data, b.len, &u), 0);
+	ck_assert_int_eq(u.tokens.input, 9);
+	ck_assert_int_eq(u.tokens.output, 2);
+	ck_assert_int_eq(pw_xlate_resp_openai_to_claude("{}", 2, &b), -EINVAL);
+	buf_free(&b);
+}
+END_TEST
+
+Suite *
+pw_xlate_suite(void)
+{
+	Suite *s = suite_create("pw_xlate");
+	TCase *tc = tcase_create("xlate");
+
+	tcase_add_test(tc, test_req_text);
+	tcase_add_test(tc, test_req_refused);
+	tcase_add_test(tc, test_resp);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int
+main(void)
+{
+	return pw_unit_run(pw_xlate_suite());
+}
