@@ -5,7 +5,9 @@
  * connection; N calls that reach the mock (the baseline), then the
  * breaker is tripped and N calls fail fast, then N GET /health (what
  * the client, HTTP and the gateway cost alone).  Prints p50/p90/p99/max
- * of each.  Bounded: N <= 20000, one connection, sequential.
+ * of each, client-side, then the same calls as the gateway's access log
+ * timed them (from the request's headers to the answer's last byte).  Bounded:
+ * N <= 20000, one connection, sequential.
  *
  *   aiproxy-breaker-bench [-n calls]     (bench/breaker/run sets the
  *                                         AIPROXY_BUILD_DIR/SOURCE_DIR)
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <jansson.h>
 
 #include "clock.h"
 #include "suite.h"
@@ -60,11 +63,46 @@ run(CURL *h, const char *body, int n, long want, int64_t *lat)
 static void
 report(const char *what, int64_t *lat, int n, int good)
 {
+	if (n == 0)
+		return;
 	qsort(lat, (size_t)n, sizeof(*lat), cmp64);
 	printf("%-34s n=%d ok=%d  p50=%.3f ms  p90=%.3f ms  p99=%.3f ms  "
 	       "max=%.3f ms\n",
 	    what, n, good, lat[n / 2] / 1000.0, lat[n * 90 / 100] / 1000.0,
 	    lat[n * 99 / 100] / 1000.0, lat[n - 1] / 1000.0);
+}
+
+/*
+ * Inside aiproxy: the gateway's access log times each request ("us",
+ * from its headers to the last byte of the answer handed to the
+ * kernel).  Collects the chat calls answered with status want, after
+ * skip of them.
+ */
+static int
+server_side(const struct suite *s, long want, int skip, int64_t *lat, int max)
+{
+	size_t len = 0;
+	char *log = h_read_file(s->gw.log_path, &len), *line, *save = NULL;
+	int n = 0, seen = 0;
+
+	if (log == NULL)
+		return 0;
+	for (line = strtok_r(log, "\n", &save); line != NULL && n < max;
+	     line = strtok_r(NULL, "\n", &save)) {
+		json_t *j;
+
+		if (strstr(line, "\"access\"") == NULL ||
+		    strstr(line, "/claude/chat") == NULL)
+			continue;
+		if ((j = json_loads(line, 0, NULL)) == NULL)
+			continue;
+		if (json_integer_value(json_object_get(j, "status")) == want &&
+		    seen++ >= skip)
+			lat[n++] = json_integer_value(json_object_get(j, "us"));
+		json_decref(j);
+	}
+	free(log);
+	return n;
 }
 
 int
@@ -74,8 +112,9 @@ main(int argc, char **argv)
 	    "CIRCUIT_BREAKER_FAILURE_THRESHOLD=1",
 	    "CIRCUIT_BREAKER_RECOVERY_TIMEOUT=3600", "LOG_LEVEL=warn", NULL};
 	static const char *const genv[] = {"LOG_LEVEL=warn", NULL};
+	/* The gateway logs at info: its access log times every request. */
 	struct suite_opts o = {
-	    .workers = 1, .worker_env = wenv, .gw_env = genv, .rl_env = genv};
+	    .workers = 1, .worker_env = wenv, .rl_env = genv};
 	struct curl_slist *hdrs = NULL;
 	struct suite s;
 	char url[256];
@@ -146,6 +185,13 @@ main(int argc, char **argv)
 		lat[i] = clock_mono_us() - t0;
 	}
 	report("GET /health (HTTP floor)", lat, n, good);
+	/* The same calls as the gateway timed them (its access log is
+	 * written after each answer went out). */
+	usleep(200000);
+	good = server_side(&s, 200, n / 10, lat, n);
+	report("inside aiproxy: reaches the mock", lat, good, good);
+	good = server_side(&s, 503, 1, lat, n);
+	report("inside aiproxy: fast fail", lat, good, good);
 
 	curl_easy_cleanup(h);
 	curl_slist_free_all(hdrs);

@@ -445,6 +445,25 @@ START_TEST(test_retry_after_429)
 	ck_assert_str_eq(v, "false");
 	h_resp_free(&r);
 	ck_assert_int_eq(mock_count(s.mock.url, "r503"), 3);
+	/* A stream whose upstream answered an error before any event is
+	 * retried too: the client sees only the good stream. */
+	{
+		const char *const h[] = {"X-Request-ID: rstream", NULL};
+
+		ck_assert_int_eq(
+		    suite_post(&s, "/v1/messages",
+			"{\"model\":\"claude-3-haiku\",\"max_tokens\":50,"
+			"\"stream\":true,\"messages\":[{\"role\":\"user\","
+			"\"content\":\"hi [[mock:status=529;fail-first=1;"
+			"key=kstream]]\"}]}",
+			h, &r),
+		    0);
+		ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+		ck_assert_ptr_nonnull(strstr(r.body, "event: message_stop"));
+		ck_assert_ptr_null(strstr(r.body, "overloaded"));
+		h_resp_free(&r);
+		ck_assert_int_eq(mock_count(s.mock.url, "rstream"), 2);
+	}
 	/* A client error is not retried. */
 	chat(&s, "r400", "bad [[mock:status=400]]", &r);
 	ck_assert_int_eq(r.status, 400);
