@@ -280,9 +280,9 @@ START_TEST(test_half_open_one_probe)
 	chat(&s, "still-open", "hello", &r);
 	assert_fast_fail(&r);
 	h_resp_free(&r);
-	/* Every upstream answer now takes a second: the probe is still out
+	/* Every upstream answer now takes two seconds: the probe is still out
 	 * while the 49 others arrive. */
-	mock_fault(s.mock.url, "latency-ms=1000");
+	mock_fault(s.mock.url, "latency-ms=2000");
 	/* Wait out the recovery timeout (a time, not an event). */
 	while (clock_mono_ms() - tripped < 1100)
 		usleep(20000);
@@ -403,8 +403,10 @@ END_TEST
 START_TEST(test_retry_after_429)
 {
 	static const char *const wenv[] = {"AI_PROXY_MAX_RETRIES=2", NULL};
-	struct suite_opts o = {
-	    .workers = 1, .no_rl_acct = true, .worker_env = wenv};
+	struct suite_opts o = {.workers = 1,
+	    .no_rl_acct = true,
+	    .worker_env = wenv,
+	    .timeout_seconds = 3};
 	struct suite s;
 	struct h_resp r;
 	json_t *all, *e;
@@ -464,6 +466,17 @@ START_TEST(test_retry_after_429)
 		h_resp_free(&r);
 		ck_assert_int_eq(mock_count(s.mock.url, "rstream"), 2);
 	}
+	/* A retry-after past the deadline (3 s): no retry, the 429 and its
+	 * Retry-After go to the client at once. */
+	t0 = clock_mono_ms();
+	chat(&s, "rlate", "later [[mock:status=429;retry-after=5]]", &r);
+	ms = clock_mono_ms() - t0;
+	ck_assert_msg(r.status == 429, "%ld %s", r.status, r.body);
+	ck_assert_msg(ms < 1000, "answered after %lld ms", (long long)ms);
+	ck_assert_ptr_nonnull(h_resp_header(&r, "Retry-After", v, sizeof(v)));
+	ck_assert_str_eq(v, "5");
+	h_resp_free(&r);
+	ck_assert_int_eq(mock_count(s.mock.url, "rlate"), 1);
 	/* A client error is not retried. */
 	chat(&s, "r400", "bad [[mock:status=400]]", &r);
 	ck_assert_int_eq(r.status, 400);

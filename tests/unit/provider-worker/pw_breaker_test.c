@@ -1,10 +1,12 @@
 /*
- * pw_breaker: the circuit breaker state machine on a fake clock.
+ * pw_breaker: the circuit breaker state machine on a fake clock; pw_health:
+ * the worker's breakers behind their lock, and the stats snapshot.
  */
 #include <check.h>
 #include <stdlib.h>
 
 #include "pw_breaker.h"
+#include "pw_health.h"
 #include "pw_unit.h"
 
 #define T0 1700000000000LL /* a wall-clock ms value */
@@ -240,11 +242,88 @@ START_TEST(test_latency_and_requests)
 }
 END_TEST
 
+/* ---- pw_health: the worker's breakers and their snapshot ---- */
+
+static int changes;
+static enum pw_breaker_state last_state;
+
+static void
+on_change(void *arg, int target, enum pw_breaker_state st, int64_t until,
+    const char *reason)
+{
+	(void)arg;
+	(void)until;
+	(void)reason;
+	ck_assert_int_eq(target, PW_TARGET(PW_PROV_CLAUDE, PW_SLOT_PRIMARY));
+	changes++;
+	last_state = st;
+}
+
+START_TEST(test_health_snapshot)
+{
+	struct pw_breaker_cfg cfg = {2, 0.5, 20, 30000};
+	bool conf[PW_TARGETS] = {false};
+	int pt = PW_TARGET(PW_PROV_CLAUDE, PW_SLOT_PRIMARY);
+	int ft = PW_TARGET(PW_PROV_CLAUDE, PW_SLOT_FALLBACK);
+	struct pw_health h;
+	int64_t retry = 0;
+	json_t *j, *c;
+
+	conf[pt] = conf[ft] = true;
+	changes = 0;
+	pw_health_init(&h, &cfg, conf, on_change, NULL);
+	ck_assert(pw_health_configured(&h, ft));
+	ck_assert(!pw_health_configured(
+	    &h, PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY)));
+	for (int i = 0; i < 2; i++) {
+		pw_health_count_request(&h, pt, T0);
+		ck_assert_int_eq(
+		    pw_health_admit(&h, pt, T0, &retry), PW_BREAKER_ALLOW);
+		pw_health_done(&h, pt, T0, false, true, true, 40, 503,
+		    "upstream_unavailable", "overloaded");
+	}
+	ck_assert_int_eq(changes, 1);
+	ck_assert_int_eq(last_state, PW_BREAKER_OPEN);
+	ck_assert(pw_health_refuses(&h, pt, T0 + 1, &retry));
+	ck_assert_int_eq(retry, 30000);
+	ck_assert(!pw_health_refuses(&h, ft, T0 + 1, NULL));
+	j = pw_health_snapshot(&h, T0 + 1);
+	c = json_object_get(json_object_get(j, "providers"), "claude");
+	ck_assert_str_eq(
+	    json_string_value(json_object_get(c, "state")), "open");
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(c, "consecutive_failures")), 2);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(c, "requests_last_minute")), 2);
+	ck_assert_int_eq(json_integer_value(json_array_get(
+			     json_object_get(c, "latency_buckets"), 3)),
+	    2);
+	ck_assert_str_eq(json_string_value(json_object_get(
+			     json_object_get(c, "last_error"), "code")),
+	    "upstream_unavailable");
+	ck_assert_str_eq(json_string_value(json_object_get(
+			     json_object_get(c, "fallback"), "state")),
+	    "closed");
+	ck_assert_ptr_null(
+	    json_object_get(json_object_get(j, "providers"), "openai"));
+	json_decref(j);
+	/* A peer's open does not call back (it is not ours to relay). */
+	pw_health_peer(&h, ft, PW_BREAKER_OPEN, T0 + 5000, T0);
+	ck_assert_int_eq(changes, 1);
+	ck_assert(pw_health_refuses(&h, ft, T0 + 1, NULL));
+	pw_health_reset(&h, PW_PROV_CLAUDE, T0 + 2);
+	ck_assert(!pw_health_refuses(&h, pt, T0 + 2, NULL));
+	ck_assert(!pw_health_refuses(&h, ft, T0 + 2, NULL));
+	pw_health_destroy(&h);
+}
+END_TEST
+
 Suite *
 pw_breaker_suite(void)
 {
 	Suite *s = suite_create("pw_breaker");
 	TCase *tc = tcase_create("state");
+	TCase *th = tcase_create("health");
 
 	tcase_add_test(tc, test_consecutive_opens);
 	tcase_add_test(tc, test_success_resets_consecutive);
@@ -258,6 +337,8 @@ pw_breaker_suite(void)
 	tcase_add_test(tc, test_reset);
 	tcase_add_test(tc, test_latency_and_requests);
 	suite_add_tcase(s, tc);
+	tcase_add_test(th, test_health_snapshot);
+	suite_add_tcase(s, th);
 	return s;
 }
 
