@@ -26,8 +26,8 @@
  * Wire format.  A message is one line of compact JSON (the header) ended by
  * '\n', followed by exactly "payload_len" raw bytes for the messages that
  * carry a payload (chat_req, chat_resp, stream_chunk, status_resp,
- * analytics_resp, usage_batch, block_list_resp, worker_stats); the others end
- * right after the '\n'. The header always holds "v" (PROTO_VERSION) and "type"
+ * analytics_resp, usage_batch); the others end right after the '\n'.
+ * The header always holds "v" (PROTO_VERSION) and "type"
  * (msg_type_str()), then every field of the message's struct under the
  * field's own name, then "payload_len" when the message carries a payload.
  * A header line is at most PROTO_HEADER_MAX bytes.

@@ -707,13 +707,12 @@ access_log(struct gw_req *r, enum MHD_RequestTerminationCode toe)
 	gw_cost_str(r->cost_micro_usd, cost, sizeof(cost));
 	log_info(r->request_id, "access", LF_S("method", m),
 	    LF_S("path", r->path), LF_I("status", r->status),
-	    LF_I("ms", gw_req_elapsed_ms(r)),
-	    LF_I("us", clock_mono_us() - r->start_us),
-	    LF_I("bytes", r->bytes_out), LF_S("ip", r->ip),
-	    LF_S("provider", r->provider), LF_S("model", r->model),
-	    LF_I("cost_micro_usd", r->cost_micro_usd),
+	    LF_I("ms", gw_req_elapsed_ms(r)), LF_I("bytes", r->bytes_out),
+	    LF_S("ip", r->ip), LF_S("provider", r->provider),
+	    LF_S("model", r->model), LF_I("cost_micro_usd", r->cost_micro_usd),
 	    LF_B("stream", r->is_stream), LF_S("error", r->code),
-	    LF_B("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+	    LF_B("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK),
+	    LF_I("us", clock_mono_us() - r->start_us));
 }
 
 void
