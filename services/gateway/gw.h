@@ -281,8 +281,13 @@ int gw_providers_init(struct gw *gw);
 void gw_providers_free(struct gw *gw);
 /* Pull thread: a worker_stats / breaker_state message (encoded). */
 void gw_providers_on_stats(struct gw *gw, const char *buf, size_t len);
-/* Relays a breaker_state to every worker (control pub socket). */
+/* Relays a breaker_state to every worker (control pub socket); an
+ * "open" is kept and re-published to a worker that reports that breaker
+ * closed (it joined after the trip) until it ends, is closed by its
+ * worker, or reset. */
 void gw_providers_on_breaker(struct gw *gw, const char *buf, size_t len);
+/* The admin reset of provider: forget its trips. */
+void gw_providers_on_reset(struct gw *gw, const char *provider);
 /* GET /api/v1/ai-proxy/providers/status */
 enum MHD_Result gw_providers_status(struct gw_req *r);
 

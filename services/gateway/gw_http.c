@@ -426,6 +426,7 @@ route_admin(struct gw_req *r)
 		snprintf(
 		    br.request_id, sizeof(br.request_id), "%s", r->request_id);
 		snprintf(br.provider, sizeof(br.provider), "%s", provider);
+		gw_providers_on_reset(r->gw, provider);
 		rv = msg_breaker_reset_encode(&br, &buf, &len);
 	} else {
 		provider = MHD_lookup_connection_value(

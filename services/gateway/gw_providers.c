@@ -31,10 +31,85 @@ struct gw_wstats {
 	json_t *doc;     /* the payload */
 };
 
+/* The last "open" relayed per provider and target, re-published to a
+ * worker that reports that breaker closed (it joined after the trip). */
+#define GW_BRK_MSG_MAX 1024
+struct gw_open {
+	bool set;
+	char worker_id[PROTO_NAME_MAX + 1];
+	int64_t until_ms;    /* wall clock */
+	int64_t last_pub_ms; /* monotonic */
+	size_t len;
+	char msg[GW_BRK_MSG_MAX];
+};
+
+static const char *const prov_names[] = {"claude", "openai"};
+static const char *const target_names[] = {"primary", "fallback"};
+#define GW_NPROV   2
+#define GW_NTARGET 2
+
 struct gw_providers {
 	pthread_mutex_t mtx;
 	struct gw_wstats w[GW_WSTATS_MAX];
+	struct gw_open open[GW_NPROV][GW_NTARGET];
 };
+
+static int
+name_index(const char *const *names, int n, const char *s)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(names[i], s) == 0)
+			return i;
+	return -1;
+}
+
+/* Under p->mtx: re-publishes the trips a worker's stats do not show
+ * (at most once a second each). */
+static void
+republish_locked(struct gw *gw, const char *worker_id, const json_t *doc)
+{
+	struct gw_providers *p = gw->providers;
+	int64_t now = clock_mono_ms(), real = clock_real_ms();
+
+	for (int i = 0; i < GW_NPROV; i++) {
+		const json_t *t = json_object_get(
+		    json_object_get(doc, "providers"), prov_names[i]);
+
+		for (int k = 0; k < GW_NTARGET; k++) {
+			struct gw_open *o = &p->open[i][k];
+			const json_t *x =
+			    k == 0 ? t : json_object_get(t, "fallback");
+			const char *st =
+			    json_string_value(json_object_get(x, "state"));
+
+			if (!o->set || o->until_ms <= real + 1000 ||
+			    now - o->last_pub_ms < 1000 || st == NULL ||
+			    strcmp(st, "closed") != 0 ||
+			    strcmp(o->worker_id, worker_id) == 0)
+				continue;
+			o->last_pub_ms = now;
+			log_info(NULL, "breaker state re-published",
+			    LF_S("to_worker", worker_id),
+			    LF_S("provider", prov_names[i]),
+			    LF_S("target", target_names[k]));
+			gw_publish(gw, o->msg, o->len);
+		}
+	}
+}
+
+void
+gw_providers_on_reset(struct gw *gw, const char *provider)
+{
+	struct gw_providers *p = gw->providers;
+	int i = name_index(prov_names, GW_NPROV, provider);
+
+	if (i < 0)
+		return;
+	pthread_mutex_lock(&p->mtx);
+	for (int k = 0; k < GW_NTARGET; k++)
+		p->open[i][k].set = false;
+	pthread_mutex_unlock(&p->mtx);
+}
 
 int
 gw_providers_init(struct gw *gw)
@@ -99,18 +174,40 @@ gw_providers_on_stats(struct gw *gw, const char *buf, size_t len)
 	snprintf(slot->worker_id, sizeof(slot->worker_id), "%s", m.worker_id);
 	slot->recv_ms = clock_mono_ms();
 	slot->doc = doc;
+	republish_locked(gw, m.worker_id, doc);
 	pthread_mutex_unlock(&p->mtx);
 }
 
 void
 gw_providers_on_breaker(struct gw *gw, const char *buf, size_t len)
 {
+	struct gw_providers *p = gw->providers;
 	struct msg_breaker_state m;
-	int rv;
+	struct gw_open *o;
+	int rv, i, k;
 
 	if ((rv = msg_breaker_state_decode(buf, len, &m)) != 0) {
 		log_warn(NULL, "bad breaker_state dropped", LF_I("error", rv));
 		return;
+	}
+	i = name_index(prov_names, GW_NPROV, m.provider);
+	k = name_index(target_names, GW_NTARGET, m.target);
+	if (i >= 0 && k >= 0) {
+		pthread_mutex_lock(&p->mtx);
+		o = &p->open[i][k];
+		if (strcmp(m.state, "open") == 0 && len <= sizeof(o->msg)) {
+			o->set = true;
+			snprintf(o->worker_id, sizeof(o->worker_id), "%s",
+			    m.worker_id);
+			o->until_ms = m.open_until_ms;
+			o->last_pub_ms = clock_mono_ms();
+			memcpy(o->msg, buf, len);
+			o->len = len;
+		} else if (strcmp(m.state, "closed") == 0 && o->set &&
+			   strcmp(o->worker_id, m.worker_id) == 0) {
+			o->set = false;
+		}
+		pthread_mutex_unlock(&p->mtx);
 	}
 	log_info(NULL, "breaker state relayed", LF_S("worker_id", m.worker_id),
 	    LF_S("provider", m.provider), LF_S("target", m.target),

@@ -316,7 +316,8 @@ START_TEST(test_half_open_one_probe)
 }
 END_TEST
 
-/* ---- two workers: one trips, both are open; the reset closes both ---- */
+/* ---- two workers: one trips, both are open, so is a third that joins
+ * later; the reset closes all ---- */
 
 START_TEST(test_shared_and_reset)
 {
@@ -360,6 +361,10 @@ START_TEST(test_shared_and_reset)
 		h_resp_free(&r);
 	}
 	ck_assert_int_eq(mock_count(s.mock.url, NULL), seen_before);
+	/* A worker that joins after the trip is told by the gateway. */
+	ck_assert_int_eq(suite_add_worker(&s), 0);
+	ck_assert_int_eq(suite_wait_workers(&s, 3, 10000), 0);
+	status_wait(&s, "open", "open_workers", 3, 5000);
 
 	/* The reset: admin only, known providers only, then closed
 	 * everywhere. */
@@ -383,7 +388,7 @@ START_TEST(test_shared_and_reset)
 	h_resp_free(&r);
 	status_wait(&s, "closed", "open_workers", 0, 1000);
 	p = status_of(&s, "claude", &root);
-	ck_assert_int_eq(jint(p, "workers"), 2);
+	ck_assert_int_eq(jint(p, "workers"), 3);
 	ck_assert_int_eq(jint(p, "consecutive_failures"), 0);
 	json_decref(root);
 	/* Both workers call the provider again. */
