@@ -82,14 +82,17 @@ static int
 server_side(const struct suite *s, long want, int skip, int64_t *lat, int max)
 {
 	size_t len = 0;
-	char *log = h_read_file(s->gw.log_path, &len), *line, *save = NULL;
+	char *log = h_read_file(s->gw.log_path, &len), *line, *nl;
 	int n = 0, seen = 0;
 
 	if (log == NULL)
 		return 0;
-	for (line = strtok_r(log, "\n", &save); line != NULL && n < max;
-	     line = strtok_r(NULL, "\n", &save)) {
+	for (line = log; line != NULL && *line != '\0' && n < max;
+	     line = nl != NULL ? nl + 1 : NULL) {
 		json_t *j;
+
+		if ((nl = strchr(line, '\n')) != NULL)
+			*nl = '\0';
 
 		if (strstr(line, "\"access\"") == NULL ||
 		    strstr(line, "/claude/chat") == NULL)
@@ -124,7 +127,7 @@ main(int argc, char **argv)
 
 	while ((ch = getopt(argc, argv, "n:")) != -1) {
 		if (ch == 'n')
-			n = atoi(optarg);
+			n = (int)strtol(optarg, NULL, 10);
 		else {
 			fprintf(stderr, "usage: %s [-n calls]\n", argv[0]);
 			return 2;

@@ -169,7 +169,7 @@ assert_fast_fail(const struct h_resp *r)
 	ck_assert_str_eq(jstr(j, "error"), "provider_unavailable");
 	json_decref(j);
 	ck_assert_ptr_nonnull(h_resp_header(r, "Retry-After", v, sizeof(v)));
-	ck_assert_int_ge(atoi(v), 1);
+	ck_assert_int_ge(strtol(v, NULL, 10), 1);
 }
 
 /* ---- the breaker opens, fails fast, and the status says so ---- */
@@ -203,7 +203,8 @@ START_TEST(test_breaker_opens_fast_fails)
 	chat(&s, "fast-6", "hello again", &r);
 	assert_fast_fail(&r);
 	ck_assert_ptr_nonnull(h_resp_header(&r, "Retry-After", v, sizeof(v)));
-	ck_assert_msg(atoi(v) >= 29 && atoi(v) <= 30, "Retry-After %s", v);
+	ck_assert_msg(strtol(v, NULL, 10) >= 29 && strtol(v, NULL, 10) <= 30,
+	    "Retry-After %s", v);
 	h_resp_free(&r);
 	ck_assert_int_eq(mock_count(s.mock.url, "fast-6"), 0);
 	ck_assert_int_eq(mock_count(s.mock.url, NULL), 6);
