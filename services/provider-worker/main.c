@@ -15,6 +15,7 @@
 #include "log.h"
 #include "models.h"
 #include "pw_server.h"
+#include "pw_xlate.h"
 
 /* Grace for calls in flight at SIGTERM. */
 #define PW_STOP_GRACE_MS 5000
@@ -89,6 +90,9 @@ main(int argc, char **argv)
 	key_register("OPENAI_FALLBACK_API_KEY", cfg.openai_fallback_api_key);
 	if (models_load(cfg.models_file, &models, err, sizeof(err)) != 0)
 		fatal("AI_PROXY_MODELS_FILE: %s", err);
+	if (pw_xlate_map_check(
+		cfg.fallback_model_map, models, err, sizeof(err)) != 0)
+		fatal("AI_PROXY_FALLBACK_MODEL_MAP: %s", err);
 
 	memset(&o, 0, sizeof(o));
 	o.worker_url = cfg.worker_url;

@@ -1,6 +1,7 @@
 #include "pw_xlate.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -126,6 +127,46 @@ done:
 	json_decref(in);
 	json_decref(out);
 	return rv;
+}
+
+int
+pw_xlate_map_check(
+    const char *map, const struct model_table *models, char *err, size_t errlen)
+{
+	char key[MODEL_ID_MAX + 1], val[MODEL_ID_MAX + 1];
+	const struct model *m;
+
+	for (const char *p = map; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, ","), k = strcspn(p, "=");
+
+		if (k >= n || k == 0 || k > MODEL_ID_MAX || n - k - 1 == 0 ||
+		    n - k - 1 > MODEL_ID_MAX) {
+			snprintf(err, errlen,
+			    "expected <claude model>=<openai model>, got "
+			    "\"%.*s\"",
+			    (int)(n > 80 ? 80 : n), p);
+			return -EINVAL;
+		}
+		memcpy(key, p, k);
+		key[k] = '\0';
+		memcpy(val, p + k + 1, n - k - 1);
+		val[n - k - 1] = '\0';
+		if (strcmp(key, "*") != 0 &&
+		    ((m = models_lookup(models, key)) == NULL ||
+			strcmp(m->provider, "claude") != 0)) {
+			snprintf(err, errlen, "\"%s\" is no claude model", key);
+			return -EINVAL;
+		}
+		if ((m = models_lookup(models, val)) == NULL ||
+		    strcmp(m->provider, "openai") != 0) {
+			snprintf(err, errlen, "\"%s\" is no openai model", val);
+			return -EINVAL;
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return 0;
 }
 
 static const char *

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include "buf.h"
+#include "models.h"
 
 /*
  * The OpenAI request for an Anthropic request body, with model: system
@@ -28,5 +29,14 @@ int pw_xlate_req_claude_to_openai(const char *body, size_t len,
  */
 int pw_xlate_resp_openai_to_claude(
     const char *body, size_t len, struct buf *out);
+
+/*
+ * Checks AI_PROXY_FALLBACK_MODEL_MAP ("<claude model>=<openai model>,...",
+ * "*" for any claude model; "" for none): every key a claude model of the
+ * table (or "*"), every value an openai one.  -EINVAL with a message in
+ * err naming the bad entry.
+ */
+int pw_xlate_map_check(const char *map, const struct model_table *models,
+    char *err, size_t errlen);
 
 #endif

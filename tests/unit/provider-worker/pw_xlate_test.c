@@ -124,6 +124,36 @@ START_TEST(test_resp)
 }
 END_TEST
 
+START_TEST(test_map_check)
+{
+	char *path = pw_unit_source_path("config/models.json");
+	struct model_table *m = NULL;
+	char err[256];
+
+	ck_assert_int_eq(models_load(path, &m, err, sizeof(err)), 0);
+	ck_assert_int_eq(pw_xlate_map_check("", m, err, sizeof(err)), 0);
+	ck_assert_int_eq(pw_xlate_map_check(NULL, m, err, sizeof(err)), 0);
+	ck_assert_int_eq(
+	    pw_xlate_map_check("*=gpt-4o-mini", m, err, sizeof(err)), 0);
+	ck_assert_int_eq(
+	    pw_xlate_map_check(
+		"claude-3-haiku=gpt-4o,*=gpt-4o-mini", m, err, sizeof(err)),
+	    0);
+	ck_assert_int_eq(
+	    pw_xlate_map_check("gpt-4o=gpt-4o", m, err, sizeof(err)), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "no claude model"));
+	ck_assert_int_eq(
+	    pw_xlate_map_check("*=claude-3-haiku", m, err, sizeof(err)),
+	    -EINVAL);
+	ck_assert_ptr_nonnull(strstr(err, "no openai model"));
+	ck_assert_int_eq(pw_xlate_map_check("*", m, err, sizeof(err)), -EINVAL);
+	ck_assert_int_eq(
+	    pw_xlate_map_check("*=", m, err, sizeof(err)), -EINVAL);
+	models_free(m);
+	free(path);
+}
+END_TEST
+
 Suite *
 pw_xlate_suite(void)
 {
@@ -133,6 +163,7 @@ pw_xlate_suite(void)
 	tcase_add_test(tc, test_req_text);
 	tcase_add_test(tc, test_req_refused);
 	tcase_add_test(tc, test_resp);
+	tcase_add_test(tc, test_map_check);
 	suite_add_tcase(s, tc);
 	return s;
 }
