@@ -150,9 +150,9 @@ static const struct cfg_var cfg_table[] = {
 	"upstream retries per request"},
     {"AI_PROXY_FALLBACK_MODEL_MAP", CFG_T_STR, CFG_PW, "", 0, 4096,
 	OFF(fallback_model_map),
-	"claude -> openai failover of non-streamed calls when every Anthropic "
-	"upstream fails: <claude model id>=<openai model id>,... (*= any; "
-	"empty: none)"},
+	"failover of non-streamed calls to the other provider when every "
+	"upstream of theirs fails: <model>=<other provider's model>,... (*= "
+	"any; empty: none)"},
     {"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,
 	1024, OFF(models_file),
 	"model table: ids, aliases, prices (unset: config/models.json of "

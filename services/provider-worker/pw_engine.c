@@ -553,11 +553,14 @@ call_result(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 		c->cost_micro_usd =
 		    c->xmodel != NULL ? models_cost(c->xmodel, &c->usage.tokens)
 				      : 0;
-		/* The client asked in Anthropic's shape: answer in it; an
-		 * OpenAI error body has no place there. */
+		/* The client asked in its provider's shape: answer in it;
+		 * the other provider's error body has no place there. */
 		if (c->out.status != 200 ||
-		    pw_xlate_resp_openai_to_claude(
-			c->body.data, c->body.len, &c->body) != 0)
+		    (c->prov == PW_PROV_CLAUDE
+			    ? pw_xlate_resp_openai_to_claude(
+				  c->body.data, c->body.len, &c->body)
+			    : pw_xlate_resp_claude_to_openai(
+				  c->body.data, c->body.len, &c->body)) != 0)
 			buf_reset(&c->body);
 	} else {
 		c->cost_micro_usd =
@@ -630,59 +633,73 @@ attempt_admit(struct pw_engine *e, struct pw_call *c, int t, int64_t *retry)
 	return true;
 }
 
-#define PW_XTARGET PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY)
+/* The other provider's primary upstream: where c fails over to. */
+#define PW_XTARGET          PW_TARGET(1 - (int)c->prov, PW_SLOT_PRIMARY)
+#define PW_XLATE_MAX_TOKENS 1024 /* an OpenAI call that names none */
 
-/* The openai model a claude model fails over to (exact id, else "*"),
- * into out.  False when the map names none. */
-static bool
-xmap_lookup(const char *map, const char *id, char *out, size_t outlen)
+/* The model of provider want that model id fails over to: its own entry
+ * (exact id or alias), else the first "*" entry of that provider.  NULL
+ * when the map names none. */
+static const struct model *
+xmap_lookup(
+    const struct pw_engine *e, const struct model *from, const char *want)
 {
-	bool found = false;
+	const struct model *any = NULL, *k, *v;
+	char key[MODEL_ID_MAX + 1], val[MODEL_ID_MAX + 1];
 
-	for (const char *p = map; p != NULL && *p != '\0';) {
-		size_t n = strcspn(p, ","), k = strcspn(p, "=");
+	for (const char *p = e->xmap; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, ","), kl = strcspn(p, "=");
 
-		if (k < n) {
-			bool exact = k == strlen(id) && strncmp(p, id, k) == 0;
-			bool any = k == 1 && p[0] == '*';
-
-			if ((exact || (any && !found)) && n - k - 1 < outlen) {
-				memcpy(out, p + k + 1, n - k - 1);
-				out[n - k - 1] = '\0';
-				found = true;
-				if (exact)
-					return true;
+		if (kl < n && kl <= MODEL_ID_MAX &&
+		    n - kl - 1 <= MODEL_ID_MAX) {
+			memcpy(key, p, kl);
+			key[kl] = '\0';
+			memcpy(val, p + kl + 1, n - kl - 1);
+			val[n - kl - 1] = '\0';
+			v = models_lookup(e->models, val);
+			if (v != NULL && strcmp(v->provider, want) == 0) {
+				if (strcmp(key, "*") == 0) {
+					if (any == NULL)
+						any = v;
+				} else if ((k = models_lookup(
+						e->models, key)) == from) {
+					return v;
+				}
 			}
 		}
 		p += n;
 		if (*p == ',')
 			p++;
 	}
-	return found;
+	return any;
 }
 
-/* Whether c may fail over to openai; prepares the translated request on
- * first use. */
+/* Whether c may fail over to the other provider; prepares the translated
+ * request on first use. */
 static bool
 cross_ready(struct pw_engine *e, struct pw_call *c)
 {
-	char id[MODEL_ID_MAX + 1];
+	enum pw_prov other =
+	    c->prov == PW_PROV_CLAUDE ? PW_PROV_OPENAI : PW_PROV_CLAUDE;
 	int rv;
 
-	if (c->prov != PW_PROV_CLAUDE || c->req.stream || e->xmap == NULL ||
-	    e->models == NULL || c->xfailed || c->model == NULL ||
-	    !target_usable(e, PW_XTARGET))
+	if (c->req.stream || e->xmap == NULL || e->models == NULL ||
+	    c->xfailed || c->model == NULL || !target_usable(e, PW_XTARGET))
 		return false;
 	if (c->xbody != NULL)
 		return true;
 	c->xfailed = true;
-	if (!xmap_lookup(e->xmap, c->model->id, id, sizeof(id)) ||
-	    (c->xmodel = models_lookup(e->models, id)) == NULL ||
-	    strcmp(c->xmodel->provider, "openai") != 0)
+	if ((c->xmodel = xmap_lookup(e, c->model, pw_prov_str(other))) == NULL)
 		return false;
-	if ((rv = pw_xlate_req_claude_to_openai(c->req.payload,
-		 c->req.payload_len, c->xmodel->id, &c->xbody,
-		 &c->xbody_len)) != 0) {
+	if (c->prov == PW_PROV_CLAUDE)
+		rv = pw_xlate_req_claude_to_openai(c->req.payload,
+		    c->req.payload_len, c->xmodel->id, &c->xbody,
+		    &c->xbody_len);
+	else
+		rv = pw_xlate_req_openai_to_claude(c->req.payload,
+		    c->req.payload_len, c->xmodel->id, PW_XLATE_MAX_TOKENS,
+		    &c->xbody, &c->xbody_len);
+	if (rv != 0) {
 		log_info(c->req.request_id, "no cross-provider failover",
 		    LF_S("error", strerror(-rv)));
 		return false;

@@ -333,6 +333,7 @@ breaker_refuses(struct pw_server *s, struct pw_call *c)
 {
 	int pt = PW_TARGET(c->prov, PW_SLOT_PRIMARY);
 	int ft = PW_TARGET(c->prov, PW_SLOT_FALLBACK);
+	int xt = PW_TARGET(1 - (int)c->prov, PW_SLOT_PRIMARY);
 	int64_t now = clock_real_ms(), retry = 1000;
 
 	if (!pw_health_refuses(&s->health, pt, now, &retry) ||
@@ -340,11 +341,8 @@ breaker_refuses(struct pw_server *s, struct pw_call *c)
 		!pw_health_refuses(&s->health, ft, now, NULL)))
 		return false;
 	/* The other provider may take it: the curl thread decides. */
-	if (s->xmap && c->prov == PW_PROV_CLAUDE && !c->req.stream &&
-	    pw_health_configured(
-		&s->health, PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY)) &&
-	    !pw_health_refuses(&s->health,
-		PW_TARGET(PW_PROV_OPENAI, PW_SLOT_PRIMARY), now, NULL))
+	if (s->xmap && !c->req.stream && pw_health_configured(&s->health, xt) &&
+	    !pw_health_refuses(&s->health, xt, now, NULL))
 		return false;
 	pw_health_count_request(&s->health, pt, now);
 	c->fail = PW_FAIL_BREAKER;

@@ -31,10 +31,24 @@ int pw_xlate_resp_openai_to_claude(
     const char *body, size_t len, struct buf *out);
 
 /*
- * Checks AI_PROXY_FALLBACK_MODEL_MAP ("<claude model>=<openai model>,...",
- * "*" for any claude model; "" for none): every key a claude model of the
- * table (or "*"), every value an openai one.  -EINVAL with a message in
- * err naming the bad entry.
+ * The other way: an OpenAI chat request as an Anthropic one ("system"
+ * messages joined into system, text parts joined, max_completion_tokens
+ * or max_tokens, else default_max_tokens; temperature clamped to 0..1,
+ * top_p; stop as stop_sequences), and an Anthropic Message as a
+ * chat.completion.  Same errors as above.
+ */
+int pw_xlate_req_openai_to_claude(const char *body, size_t len,
+    const char *model, long default_max_tokens, char **ret, size_t *ret_len);
+int pw_xlate_resp_claude_to_openai(
+    const char *body, size_t len, struct buf *out);
+
+/*
+ * Checks AI_PROXY_FALLBACK_MODEL_MAP ("<model>=<model of the other
+ * provider>,...", "*" for any model; "" for none): every key a model of
+ * the table (or "*"), every value a model of the table, of the other
+ * provider than its key's ("*=" entries may name either: they apply to
+ * the calls of the other provider).  -EINVAL with a message in err naming
+ * the bad entry.
  */
 int pw_xlate_map_check(const char *map, const struct model_table *models,
     char *err, size_t errlen);

@@ -635,6 +635,56 @@ START_TEST(test_cross_provider_failover)
 }
 END_TEST
 
+/* ---- and the other way: openai -> claude ---- */
+
+START_TEST(test_cross_provider_failover_openai)
+{
+	struct h_mock an;
+	char anenv[128];
+	const char *wenv[] = {anenv,
+	    "AI_PROXY_FALLBACK_MODEL_MAP=*=gpt-4o-mini,*=claude-3-haiku", NULL};
+	struct suite_opts o = {
+	    .workers = 1, .no_rl_acct = true, .worker_env = wenv};
+	const char *const h[] = {"X-Request-ID: xo-1", NULL};
+	struct suite s;
+	struct h_resp r;
+	char v[64];
+	json_t *j, *d, *msg;
+
+	ck_assert_int_eq(
+	    h_mock_start(&an, SUITE_ANTHROPIC_KEY, SUITE_OPENAI_KEY), 0);
+	snprintf(anenv, sizeof(anenv), "CLAUDE_BASE_URL=%s", an.url);
+	ck_assert_int_eq(suite_start(&s, &o), 0);
+	mock_fault(s.mock.url, "status=503");
+	ck_assert_int_eq(suite_post(&s, "/api/v1/ai-proxy/openai/chat",
+			     "{\"messages\":[{\"role\":\"user\",\"content\":"
+			     "\"hello there\"}]}",
+			     h, &r),
+	    0);
+	ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+	ck_assert_ptr_nonnull(
+	    h_resp_header(&r, "X-AI-Proxy-Provider", v, sizeof(v)));
+	ck_assert_str_eq(v, "claude");
+	j = body_json(&r);
+	ck_assert(json_is_true(json_object_get(j, "fallback")));
+	ck_assert_str_eq(jstr(j, "provider"), "claude");
+	ck_assert_str_eq(jstr(j, "model"), "claude-3-haiku-20240307");
+	/* OpenAI's shape, as the client asked. */
+	d = json_object_get(j, "data");
+	ck_assert_str_eq(jstr(d, "object"), "chat.completion");
+	msg = json_object_get(
+	    json_array_get(json_object_get(d, "choices"), 0), "message");
+	ck_assert_ptr_nonnull(
+	    strstr(jstr(msg, "content"), "Mock reply to: hello there"));
+	json_decref(j);
+	h_resp_free(&r);
+	ck_assert_int_eq(mock_count(s.mock.url, "xo-1"), 1);
+	ck_assert_int_eq(mock_count(an.url, "xo-1"), 1);
+	suite_stop(&s);
+	h_mock_stop(&an);
+}
+END_TEST
+
 static Suite *
 gateway_breaker_suite(void)
 {
@@ -648,6 +698,7 @@ gateway_breaker_suite(void)
 	tcase_add_test(tc, test_retry_after_429);
 	tcase_add_test(tc, test_failover);
 	tcase_add_test(tc, test_cross_provider_failover);
+	tcase_add_test(tc, test_cross_provider_failover_openai);
 	suite_add_tcase(s, tc);
 	return s;
 }
