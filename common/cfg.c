@@ -62,6 +62,10 @@ static const struct cfg_var cfg_table[] = {
     {"CIRCUIT_BREAKER_EXPECTED_EXCEPTION_RATE", CFG_T_DBL, CFG_PW, "0.5", 0, 1,
 	OFF(cb_expected_exception_rate),
 	"failure rate in the window that opens the breaker"},
+    {"CIRCUIT_BREAKER_MIN_VOLUME", CFG_T_INT, CFG_PW, "20", 1, 100000,
+	OFF(cb_min_volume),
+	"upstream attempts in the 60 s window before the failure rate may "
+	"open the breaker"},
     {"CLAUDE_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512, OFF(claude_api_key),
 	"Anthropic key (workers only)"},
     {"OPENAI_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512, OFF(openai_api_key),
@@ -79,15 +83,30 @@ static const struct cfg_var cfg_table[] = {
 	512, OFF(claude_base_url), "Anthropic API base URL"},
     {"OPENAI_BASE_URL", CFG_T_HTTP_URL, CFG_PW, "https://api.openai.com", 0,
 	512, OFF(openai_base_url), "OpenAI API base URL"},
+    {"CLAUDE_FALLBACK_BASE_URL", CFG_T_HTTP_URL, CFG_PW, NULL, 0, 512,
+	OFF(claude_fallback_base_url),
+	"second Anthropic upstream, used when the first fails or its breaker "
+	"is open (unset: CLAUDE_BASE_URL if CLAUDE_FALLBACK_API_KEY is set)"},
+    {"CLAUDE_FALLBACK_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512,
+	OFF(claude_fallback_api_key),
+	"key of the second Anthropic upstream (unset: CLAUDE_API_KEY)"},
+    {"OPENAI_FALLBACK_BASE_URL", CFG_T_HTTP_URL, CFG_PW, NULL, 0, 512,
+	OFF(openai_fallback_base_url),
+	"second OpenAI upstream, as CLAUDE_FALLBACK_BASE_URL"},
+    {"OPENAI_FALLBACK_API_KEY", CFG_T_SECRET, CFG_PW, NULL, 0, 512,
+	OFF(openai_fallback_api_key),
+	"key of the second OpenAI upstream (unset: OPENAI_API_KEY)"},
     {"AI_PROXY_HOST", CFG_T_STR, CFG_GW, "127.0.0.1", 1, 255, OFF(host),
 	"HTTP listen address"},
     {"AI_PROXY_PORT", CFG_T_INT, CFG_GW, "8000", 1, 65535, OFF(port),
 	"HTTP listen port"},
     NNG("AI_PROXY_WORKER_URL", "tcp://127.0.0.1:7100", CFG_GW | CFG_PW,
 	worker_url, "gateway listens (req), workers dial (rep)"),
-    NNG("AI_PROXY_STREAM_URL", "tcp://127.0.0.1:7101", CFG_GW, stream_url,
-	"gateway listens (pull) for stream chunks; workers dial the "
-	"address each request carries (push)"),
+    NNG("AI_PROXY_STREAM_URL", "tcp://127.0.0.1:7101", CFG_GW | CFG_PW,
+	stream_url,
+	"gateway listens (pull) for stream chunks, breaker states and worker "
+	"stats; workers dial the address each request carries (push), and "
+	"this one for breakers and stats"),
     NNG("AI_PROXY_CONTROL_URL", "tcp://127.0.0.1:7102", CFG_GW | CFG_PW,
 	control_url, "gateway listens (pub), workers dial (sub)"),
     NNG("AI_PROXY_GATEWAY_URL", "tcp://127.0.0.1:7103", CFG_GW, gateway_url,
@@ -132,6 +151,11 @@ static const struct cfg_var cfg_table[] = {
 	"1/N of every limit in process"},
     {"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10, OFF(max_retries),
 	"upstream retries per request"},
+    {"AI_PROXY_FALLBACK_MODEL_MAP", CFG_T_STR, CFG_PW, "", 0, 4096,
+	OFF(fallback_model_map),
+	"failover of non-streamed calls to the other provider when every "
+	"upstream of theirs fails: <model>=<other provider's model>,... (*= "
+	"any; empty: none)"},
     {"AI_PROXY_MODELS_FILE", CFG_T_STR, CFG_GW | CFG_PW | CFG_ACCT, NULL, 1,
 	1024, OFF(models_file),
 	"model table: ids, aliases, prices (unset: config/models.json of "

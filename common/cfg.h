@@ -48,6 +48,12 @@ struct cfg {
 	int64_t cb_failure_threshold;
 	int64_t cb_recovery_timeout;
 	double cb_expected_exception_rate;
+	int64_t cb_min_volume;
+	char *claude_fallback_base_url;
+	char *claude_fallback_api_key;
+	char *openai_fallback_base_url;
+	char *openai_fallback_api_key;
+	char *fallback_model_map;
 	char *claude_api_key;
 	char *openai_api_key;
 	char *default_model;

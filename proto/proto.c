@@ -113,6 +113,8 @@ static const char *const msg_type_names[MSG_MAX] = {
     [MSG_BLOCK_LIST_RESP] = "block_list_resp",
     [MSG_UNBLOCK] = "unblock",
     [MSG_LIMIT_SETTLE_BATCH] = "limit_settle_batch",
+    [MSG_BREAKER_STATE] = "breaker_state",
+    [MSG_WORKER_STATS] = "worker_stats",
 };
 
 static const char *const subject_types[] = {"user", "session", NULL};
@@ -248,6 +250,8 @@ static const struct proto_field fields_chat_resp[] = {
     F_MS(chat_resp, retry_after_ms),
     F_TOKENS(chat_resp, chunks),
     F_STR(chat_resp, upstream_request_id, PF_ID),
+    F_INT(chat_resp, attempts, 0, PROTO_TRIES_MAX),
+    F_BOOL(chat_resp, fallback),
 };
 DESC_PAYLOAD(chat_resp, MSG_CHAT_RESP, NULL);
 
@@ -427,6 +431,37 @@ static const struct proto_field fields_unblock[] = {
 };
 DESC(unblock, MSG_UNBLOCK, NULL);
 
+static const char *const breaker_targets[] = {"primary", "fallback", NULL};
+static const char *const breaker_states[] = {
+    "closed", "open", "half_open", NULL};
+
+/* An open breaker says until when, and only an open one. */
+static bool
+breaker_state_valid(const void *p)
+{
+	const struct msg_breaker_state *m = p;
+
+	return (strcmp(m->state, "open") == 0) == (m->open_until_ms > 0);
+}
+
+static const struct proto_field fields_breaker_state[] = {
+    F_RID(breaker_state),
+    F_STR(breaker_state, worker_id, PF_NE | PF_PRINT),
+    F_ENUM(breaker_state, provider, providers),
+    F_ENUM(breaker_state, target, breaker_targets),
+    F_ENUM(breaker_state, state, breaker_states),
+    F_INT(breaker_state, open_until_ms, 0, INT64_MAX),
+    F_STR(breaker_state, reason, PF_ID),
+};
+DESC(breaker_state, MSG_BREAKER_STATE, breaker_state_valid);
+
+static const struct proto_field fields_worker_stats[] = {
+    F_RID(worker_stats),
+    F_STR(worker_stats, worker_id, PF_NE | PF_PRINT),
+    F_INT(worker_stats, ts_ms, 0, INT64_MAX),
+};
+DESC_PAYLOAD(worker_stats, MSG_WORKER_STATS, NULL);
+
 static const struct proto_desc *const proto_descs[MSG_MAX] = {
     [MSG_PING] = &desc_ping,
     [MSG_PONG] = &desc_pong,
@@ -457,6 +492,8 @@ static const struct proto_desc *const proto_descs[MSG_MAX] = {
     [MSG_BLOCK_LIST] = &desc_block_list,
     [MSG_BLOCK_LIST_RESP] = &desc_block_list_resp,
     [MSG_UNBLOCK] = &desc_unblock,
+    [MSG_BREAKER_STATE] = &desc_breaker_state,
+    [MSG_WORKER_STATS] = &desc_worker_stats,
 };
 
 const char *
@@ -957,6 +994,8 @@ PROTO_DEFINE(block_list)
 PROTO_DEFINE(block_list_resp)
 PROTO_DEFINE(unblock)
 PROTO_DEFINE(limit_settle_batch)
+PROTO_DEFINE(breaker_state)
+PROTO_DEFINE(worker_stats)
 
 int
 proto_topic_wrap(

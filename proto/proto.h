@@ -10,7 +10,10 @@
  *   socket                    listens            dials              pattern
  *   AI_PROXY_WORKER_URL       gateway (req)      provider-workers   req/rep
  *   AI_PROXY_STREAM_URL       gateway (pull)     provider-workers   pipeline
+ *                             (stream_chunk; breaker_state, worker_stats)
  *   AI_PROXY_CONTROL_URL      gateway (pub)      provider-workers   pub/sub
+ *                             (cancel, breaker_reset, cache_clear,
+ *                             breaker_state relayed)
  * "ctl " AI_PROXY_GATEWAY_URL      gateway (rep)      tools (req) req/rep
  *   AI_PROXY_RATELIMITER_URL  ratelimiter (rep)  gateway (req)      req/rep
  *   AI_PROXY_ACCOUNTANT_URL   accountant (rep)   gateway (req)      req/rep
@@ -81,6 +84,7 @@
 #define PROTO_SECONDS_MAX 604800LL        /* reset/retry-after (s) */
 #define PROTO_THREAT_MAX  1000
 #define PROTO_DAYS_MAX    90
+#define PROTO_TRIES_MAX   100
 /* HTTP status fields: 0 (none) or 100..599; a reply's own status 100..599 */
 
 /* Pub/sub bodies begin with their topic. */
@@ -135,6 +139,11 @@ enum msg_type {
 	/* gateway -> ratelimiter, req/rep: settles gathered for a few ms;
 	   reply MSG_ACK */
 	MSG_LIMIT_SETTLE_BATCH,
+	/* provider-worker -> gateway, push/pull (AI_PROXY_STREAM_URL), no
+	   reply; the gateway relays breaker_state unchanged to every
+	   provider-worker on the control pub socket (topic "ctl ") */
+	MSG_BREAKER_STATE, /* a worker's breaker changed state */
+	MSG_WORKER_STATS,  /* once a second and on a change: breakers, load */
 	MSG_MAX
 };
 
@@ -244,6 +253,10 @@ struct msg_chat_resp {
 	int64_t retry_after_ms; /* 0..PROTO_MS_MAX */
 	int64_t chunks;         /* stream chunks sent, 0..PROTO_TOKENS_MAX */
 	char upstream_request_id[PROTO_ID_MAX + 1];
+	int64_t attempts; /* upstream attempts, 0..PROTO_TRIES_MAX (0: the
+			     breaker refused the call) */
+	bool fallback;    /* served by a fallback target (provider/model
+			     name what served it) */
 	const char
 	    *payload; /* upstream or error body, may be empty; borrowed */
 	size_t payload_len;
@@ -427,6 +440,48 @@ struct msg_unblock {
 	char id[PROTO_SUBJECT_MAX + 1]; /* (ne) */
 };
 
+/*
+ * Circuit breakers shared by the worker pool (services/provider-worker/
+ * README.md).  A worker whose breaker of a target (provider + "primary"
+ * or "fallback" upstream) changes state pushes breaker_state to the
+ * gateway's pull socket; the gateway publishes it unchanged on the
+ * control socket ("ctl "), so every worker learns it within milliseconds.
+ * A worker ignores its own (worker_id); "open" opens a peer's breaker
+ * until open_until_ms (wall clock, ms) and leaves the probe to the worker
+ * that tripped; "closed" closes a breaker a peer opened.  reason:
+ * "consecutive_failures", "failure_rate", "probe_failed", "closed".
+ */
+struct msg_breaker_state {
+	char request_id[PROTO_ID_MAX + 1];
+	char worker_id[PROTO_NAME_MAX + 1]; /* (ne) */
+	char provider[PROTO_NAME_MAX + 1];  /* "claude"|"openai" */
+	char target[PROTO_ENUM_MAX + 1];    /* "primary"|"fallback" */
+	char state[PROTO_ENUM_MAX + 1];     /* "closed"|"open"|"half_open" */
+	int64_t open_until_ms;              /* > 0 iff state "open", 0.. */
+	char reason[PROTO_NAME_MAX + 1];    /* identifier */
+};
+
+/*
+ * A worker's numbers, pushed once a second (and at once after a breaker
+ * change) to the gateway, which keeps the latest per worker_id for
+ * GET /api/v1/ai-proxy/providers/status.  payload (JSON):
+ *   {"providers":{"claude":{T,"fallback":T|null},"openai":{...}}}
+ * with T = {"state","open_until_ms","reason","consecutive_failures",
+ * "window_total","window_failures" (upstream attempts in the last 60 s),
+ * "requests_last_minute","last_error":{"code","message","status",
+ * "at_ms"}|null,"last_success_ms","in_flight","latency_buckets":[16
+ * counts, upper bounds 5,10,25,50,100,250,500,1000,2000,4000,8000,15000,
+ * 30000,60000,120000 ms, then the rest]}.  A provider without a key is
+ * left out.
+ */
+struct msg_worker_stats {
+	char request_id[PROTO_ID_MAX + 1];
+	char worker_id[PROTO_NAME_MAX + 1]; /* (ne) */
+	int64_t ts_ms;                      /* wall clock, 0.. */
+	const char *payload;                /* JSON document; borrowed */
+	size_t payload_len;
+};
+
 /* Storage for any message, for code that handles several kinds. */
 union proto_msg {
 	struct msg_ping ping;
@@ -458,6 +513,8 @@ union proto_msg {
 	struct msg_block_list_resp block_list_resp;
 	struct msg_unblock unblock;
 	struct msg_limit_settle_batch limit_settle_batch;
+	struct msg_breaker_state breaker_state;
+	struct msg_worker_stats worker_stats;
 };
 
 /* "ping", "limit_check", ...; "none" for MSG_NONE or an unknown value. */
@@ -594,6 +651,14 @@ int msg_limit_settle_batch_encode(
     const struct msg_limit_settle_batch *m, char **ret_buf, size_t *ret_len);
 int msg_limit_settle_batch_decode(
     const char *buf, size_t len, struct msg_limit_settle_batch *ret);
+int msg_breaker_state_encode(
+    const struct msg_breaker_state *m, char **ret_buf, size_t *ret_len);
+int msg_breaker_state_decode(
+    const char *buf, size_t len, struct msg_breaker_state *ret);
+int msg_worker_stats_encode(
+    const struct msg_worker_stats *m, char **ret_buf, size_t *ret_len);
+int msg_worker_stats_decode(
+    const char *buf, size_t len, struct msg_worker_stats *ret);
 
 /*
  * Pub/sub topics.  wrap: *ret = topic followed by buf (caller frees).

@@ -74,7 +74,7 @@ gw_start(const struct cfg *cfg, struct gw **ret)
 		rv = -EINVAL;
 		goto fail;
 	}
-	if ((rv = gw_nng_start(gw)) != 0)
+	if ((rv = gw_providers_init(gw)) != 0 || (rv = gw_nng_start(gw)) != 0)
 		goto fail;
 	if ((rv = pthread_create(&gw->sweeper, NULL, sweeper_main, gw)) != 0) {
 		rv = -rv;
@@ -179,6 +179,7 @@ gw_free(struct gw *gw)
 	gw_limit_fini(gw);
 	models_free(gw->models);
 	gw_cors_free(gw->cors);
+	gw_providers_free(gw);
 	pthread_cond_destroy(&gw->sweeper_cond);
 	pthread_cond_destroy(&gw->cond);
 	pthread_mutex_destroy(&gw->mtx);

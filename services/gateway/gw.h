@@ -95,6 +95,7 @@ struct gw_req {
 	char allow[64];
 	int64_t retry_after_ms;
 	bool no_retry;          /* x-should-retry: false */
+	bool fallback;          /* a fallback upstream served the call */
 	bool www_auth;          /* WWW-Authenticate: Bearer */
 	char code[GW_CODE_LEN]; /* error code, for the access log */
 	uint64_t bytes_out;     /* body bytes sent */
@@ -204,6 +205,8 @@ struct gw {
 	atomic_llong n_requests;
 	atomic_llong n_chat;
 	atomic_llong n_streams;
+
+	struct gw_providers *providers; /* gw_providers.c */
 };
 
 /* ---- gw.c: life cycle ---- */
@@ -307,6 +310,22 @@ ssize_t gw_stream_read(void *cls, uint64_t pos, char *buf, size_t max);
 void gw_stream_free(void *cls);
 /* Sweeper: ends streams whose chunks never came. */
 void gw_chat_sweep(struct gw *gw);
+
+/* ---- gw_providers.c: the workers' breakers and stats ---- */
+
+int gw_providers_init(struct gw *gw);
+void gw_providers_free(struct gw *gw);
+/* Pull thread: a worker_stats / breaker_state message (encoded). */
+void gw_providers_on_stats(struct gw *gw, const char *buf, size_t len);
+/* Relays a breaker_state to every worker (control pub socket); an
+ * "open" is kept and re-published to a worker that reports that breaker
+ * closed (it joined after the trip) until it ends, is closed by its
+ * worker, or reset. */
+void gw_providers_on_breaker(struct gw *gw, const char *buf, size_t len);
+/* The admin reset of provider: forget its trips. */
+void gw_providers_on_reset(struct gw *gw, const char *provider);
+/* GET /api/v1/ai-proxy/providers/status */
+enum MHD_Result gw_providers_status(struct gw_req *r);
 
 /* ---- gw_health.c ---- */
 

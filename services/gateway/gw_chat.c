@@ -388,8 +388,11 @@ set_call_error_locked(struct gw_req *r, const struct msg_chat_resp *resp)
 
 	if (status < 400 || status > 599)
 		status = 502;
-	if (status == 429 && resp->retry_after_ms > 0)
+	if ((status == 429 || status == 503) && resp->retry_after_ms > 0)
 		r->retry_after_ms = resp->retry_after_ms;
+	/* aiproxy retried already: the SDKs must not multiply that. */
+	if (resp->attempts > 1)
+		r->no_retry = true;
 	/* The drop-in routes return the provider's own error body. */
 	if (r->route->provider == NULL && resp->upstream_status != 0 &&
 	    resp->payload_len > 0 &&
@@ -430,6 +433,16 @@ set_success_locked(struct gw_req *r, const struct msg_chat_resp *resp)
 		gw_req_set_error_locked(r, 502, "upstream_too_large",
 		    "the provider's answer is too large");
 		return;
+	}
+	/* The envelope says when a fallback upstream served the call. */
+	if (rv == 0 && resp->fallback && r->route->provider != NULL &&
+	    r->out.len > 0 && r->out.data[r->out.len - 1] == '}') {
+		r->out.len--;
+		if (buf_append_str(&r->out, ",\"fallback\":true}") != 0) {
+			gw_req_set_error_locked(r, 502, "upstream_too_large",
+			    "the provider's answer is too large");
+			return;
+		}
 	}
 	r->status = 200;
 	r->ctype = "application/json";
@@ -495,6 +508,13 @@ chat_done(void *arg, int err, bool sent, const char *buf, size_t len)
 		goto wake;
 	}
 	r->cost_micro_usd = resp.cost_micro_usd;
+	r->fallback = resp.fallback;
+	if (strcmp(resp.provider, "openai") == 0)
+		r->provider = "openai"; /* static, as r->provider must be */
+	else if (strcmp(resp.provider, "claude") == 0)
+		r->provider = "claude";
+	if (resp.model[0] != '\0' && strcmp(resp.model, r->model) != 0)
+		snprintf(r->model, sizeof(r->model), "%s", resp.model);
 	if (resp.error_code[0] != '\0')
 		snprintf(r->code, sizeof(r->code), "%s", resp.error_code);
 	log_debug(r->request_id, "worker replied", LF_I("status", resp.status),

@@ -171,6 +171,13 @@ add_common_headers(struct gw_req *r, struct MHD_Response *resp)
 	}
 	if (r->no_retry)
 		add_hdr(resp, "x-should-retry", "false");
+	if (r->route != NULL && r->route->chat && r->model[0] != '\0' &&
+	    r->provider[0] != '\0') {
+		add_hdr(resp, "X-AI-Proxy-Provider", r->provider);
+		add_hdr(resp, "X-AI-Proxy-Model", r->model);
+		if (r->fallback)
+			add_hdr(resp, "X-AI-Proxy-Fallback", "true");
+	}
 	if (r->www_auth)
 		add_hdr(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
 }
@@ -379,6 +386,7 @@ route_admin(struct gw_req *r)
 		snprintf(
 		    br.request_id, sizeof(br.request_id), "%s", r->request_id);
 		snprintf(br.provider, sizeof(br.provider), "%s", provider);
+		gw_providers_on_reset(r->gw, provider);
 		rv = msg_breaker_reset_encode(&br, &buf, &len);
 	} else {
 		provider = MHD_lookup_connection_value(
@@ -564,6 +572,8 @@ req_dispatch(struct gw_req *r)
 		return gw_admin_blocked(r);
 	case GW_R_UNBLOCK:
 		return gw_admin_unblock(r);
+	case GW_R_PROVIDERS_STATUS:
+		return gw_providers_status(r);
 	case GW_R_ANALYTICS:
 		return gw_usage_analytics(
 		    r, r->gw->cfg->admin_key != NULL &&
@@ -684,7 +694,8 @@ access_log(struct gw_req *r, enum MHD_RequestTerminationCode toe)
 	    LF_S("ip", r->ip), LF_S("provider", r->provider),
 	    LF_S("model", r->model), LF_I("cost_micro_usd", r->cost_micro_usd),
 	    LF_B("stream", r->is_stream), LF_S("error", r->code),
-	    LF_B("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+	    LF_B("completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK),
+	    LF_I("us", clock_mono_us() - r->start_us));
 }
 
 void

@@ -185,6 +185,7 @@ pull_cb(void *arg)
 	struct gw *gw = p->gw;
 	nng_aio *aio = p->aio;
 	struct msg_stream_chunk ch;
+	enum msg_type t = MSG_NONE;
 	nng_msg *m;
 	int rv;
 
@@ -199,13 +200,21 @@ pull_cb(void *arg)
 	}
 	m = nng_aio_get_msg(aio);
 	nng_aio_set_msg(aio, NULL);
+	/* Nearly every message is a chunk: decode it straight away (the
+	 * decoder checks the type), and peek only when that fails. */
 	rv = msg_stream_chunk_decode(nng_msg_body(m), nng_msg_len(m), &ch);
-	if (rv != 0)
-		log_warn(NULL, "bad stream chunk dropped", LF_I("error", rv),
-		    LF_I("bytes", nng_msg_len(m)));
-	else
+	if (rv == 0)
 		gw_chat_chunk(
 		    gw, ch.request_id, ch.seq, ch.payload, ch.payload_len);
+	else if (proto_peek_type(nng_msg_body(m), nng_msg_len(m), &t) == 0 &&
+		 t == MSG_WORKER_STATS)
+		gw_providers_on_stats(gw, nng_msg_body(m), nng_msg_len(m));
+	else if (t == MSG_BREAKER_STATE)
+		gw_providers_on_breaker(gw, nng_msg_body(m), nng_msg_len(m));
+	else
+		log_warn(NULL, "bad stream message dropped", LF_I("error", rv),
+		    LF_S("type", msg_type_str(t)),
+		    LF_I("bytes", nng_msg_len(m)));
 	nng_msg_free(m);
 	nng_recv_aio(gw->pull_sock, aio);
 }

@@ -32,6 +32,8 @@ static const struct gw_route gw_routes[GW_R_MAX] = {
 	GW_SHAPE_ENVELOPE, false, true, NULL},
     {GW_R_UNBLOCK, "/api/v1/ai-proxy/admin/blocked/{*}", GW_M_DELETE,
 	GW_SHAPE_ENVELOPE, false, true, NULL},
+    {GW_R_PROVIDERS_STATUS, "/api/v1/ai-proxy/providers/status",
+	GW_M_GET | GW_M_HEAD, GW_SHAPE_ENVELOPE, false, false, NULL},
 };
 
 unsigned

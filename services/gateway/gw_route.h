@@ -23,6 +23,7 @@ enum gw_route_id {
 	GW_R_ANALYTICS,     /* GET /api/v1/ai-proxy/usage/analytics */
 	GW_R_BLOCKED,       /* GET /api/v1/ai-proxy/admin/blocked */
 	GW_R_UNBLOCK, /* DELETE /api/v1/ai-proxy/admin/blocked/{kind}/{id} */
+	GW_R_PROVIDERS_STATUS, /* GET /api/v1/ai-proxy/providers/status */
 	GW_R_MAX
 };
 

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "models.h"
 #include "pw_server.h"
+#include "pw_xlate.h"
 
 /* Grace for calls in flight at SIGTERM. */
 #define PW_STOP_GRACE_MS 5000
@@ -85,8 +86,13 @@ main(int argc, char **argv)
 		      "provider worker needs at least one");
 	key_register("CLAUDE_API_KEY", cfg.claude_api_key);
 	key_register("OPENAI_API_KEY", cfg.openai_api_key);
+	key_register("CLAUDE_FALLBACK_API_KEY", cfg.claude_fallback_api_key);
+	key_register("OPENAI_FALLBACK_API_KEY", cfg.openai_fallback_api_key);
 	if (models_load(cfg.models_file, &models, err, sizeof(err)) != 0)
 		fatal("AI_PROXY_MODELS_FILE: %s", err);
+	if (pw_xlate_map_check(
+		cfg.fallback_model_map, models, err, sizeof(err)) != 0)
+		fatal("AI_PROXY_FALLBACK_MODEL_MAP: %s", err);
 
 	memset(&o, 0, sizeof(o));
 	o.worker_url = cfg.worker_url;
@@ -100,7 +106,18 @@ main(int argc, char **argv)
 	o.base_url[PW_PROV_OPENAI] = cfg.openai_base_url;
 	o.key[PW_PROV_CLAUDE] = cfg.claude_api_key;
 	o.key[PW_PROV_OPENAI] = cfg.openai_api_key;
+	o.fallback_base_url[PW_PROV_CLAUDE] = cfg.claude_fallback_base_url;
+	o.fallback_base_url[PW_PROV_OPENAI] = cfg.openai_fallback_base_url;
+	o.fallback_key[PW_PROV_CLAUDE] = cfg.claude_fallback_api_key;
+	o.fallback_key[PW_PROV_OPENAI] = cfg.openai_fallback_api_key;
 	o.models = models;
+	o.breaker.failure_threshold = cfg.cb_failure_threshold;
+	o.breaker.rate = cfg.cb_expected_exception_rate;
+	o.breaker.min_volume = cfg.cb_min_volume;
+	o.breaker.recovery_ms = cfg.cb_recovery_timeout * 1000;
+	o.max_retries = (int)cfg.max_retries;
+	o.fallback_model_map = cfg.fallback_model_map;
+	o.report_url = cfg.stream_url;
 	if ((rv = pw_server_start(&o, &srv)) != 0)
 		fatal("cannot start: %s", strerror(-rv));
 	log_info(NULL, "provider-worker started",

@@ -39,6 +39,8 @@ pw_call_release(struct pw_call *c)
 	curl_slist_free_all(c->hdrs);
 	c->hdrs = NULL;
 	buf_free(&c->body);
+	free(c->xbody);
+	c->xbody = NULL;
 	if (c->su_init) {
 		pw_stream_usage_free(&c->su);
 		c->su_init = false;

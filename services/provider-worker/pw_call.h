@@ -51,8 +51,22 @@ struct pw_call {
 	int64_t t_recv_us;         /* the chat_req arrived */
 	int64_t t_upstream_us;     /* the transfer started */
 
-	/* Ready for retries and failover (a later issue). */
-	int attempt;         /* retries done */
+	/* Attempts: retries and failover (curl thread). */
+	int target;        /* PW_TARGET() of the current or last attempt */
+	bool probe;        /* that attempt is its breaker's probe */
+	bool attempt_live; /* admitted: pw_health_done() is owed */
+	int attempts;      /* upstream attempts started */
+	int tries[2];      /* per slot (primary, fallback) */
+	int next_target;   /* the target of the attempt waiting */
+	int64_t due_ms;    /* monotonic: when the waiting attempt starts */
+	bool fallback;     /* the last attempt went to a fallback */
+	/* Cross-provider failover (claude -> openai), prepared on first
+	 * use: the translated body (owned) and the mapped model. */
+	char *xbody;
+	size_t xbody_len;
+	const struct model *xmodel;
+	bool xfailed; /* cannot be translated: no cross failover */
+	int xtries;
 	bool client_started; /* a byte went to the client: no retry then */
 
 	/* The transfer (curl thread only). */

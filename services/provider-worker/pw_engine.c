@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "log.h"
 #include "pw_push.h"
+#include "pw_xlate.h"
 
 #define PW_CONNECT_TIMEOUT_MS 10000
 /* A streamed answer may be longer than a JSON one, never unbounded. */
@@ -24,6 +25,11 @@
 #define PW_EARLY_CANCELS   256
 #define PW_EARLY_CANCEL_MS 2000
 #define PW_POLL_MS         1000
+/* Retries: backoff base and cap, and the least time an attempt needs
+ * before the deadline to be worth starting. */
+#define PW_BACKOFF_BASE_MS 500
+#define PW_BACKOFF_CAP_MS  8000
+#define PW_ATTEMPT_MIN_MS  100
 
 struct cancel_req {
 	STAILQ_ENTRY(cancel_req) link;
@@ -36,8 +42,12 @@ struct early_cancel {
 };
 
 struct pw_engine {
-	const char *url[PW_PROV_MAX];
-	const char *key[PW_PROV_MAX];
+	const char *url[PW_TARGETS];
+	const char *key[PW_TARGETS]; /* NULL: the target is not set up */
+	struct pw_health *health;
+	int max_retries;
+	const char *xmap;
+	const struct model_table *models;
 	char *noproxy;
 	pw_engine_done_fn done;
 	void *arg;
@@ -55,6 +65,8 @@ struct pw_engine {
 
 	/* curl thread only */
 	TAILQ_HEAD(, pw_call) active;
+	TAILQ_HEAD(, pw_call) waiting; /* retries, by due time */
+	uint64_t rng;
 	bool closing; /* after abort_all: every call ends at once */
 	struct early_cancel early[PW_EARLY_CANCELS];
 	size_t early_next;
@@ -360,12 +372,12 @@ hdr_add(struct pw_call *c, const char *name, const char *v)
 static int
 call_headers(struct pw_engine *e, struct pw_call *c)
 {
-	const char *key = e->key[c->prov];
+	const char *key = e->key[c->target];
 	int rv;
 
 	char bearer[600];
 
-	if (c->prov == PW_PROV_CLAUDE) {
+	if (PW_TARGET_PROV(c->target) == PW_PROV_CLAUDE) {
 		if ((rv = hdr_add(c, "x-api-key", key)) != 0 ||
 		    (rv = hdr_add(c, "anthropic-version", "2023-06-01")) != 0)
 			return rv;
@@ -392,13 +404,16 @@ call_headers(struct pw_engine *e, struct pw_call *c)
 static int
 call_setup(struct pw_engine *e, struct pw_call *c)
 {
-	const char *url = e->url[c->prov];
-	long deadline = (long)c->req.deadline_ms;
+	const char *url = e->url[c->target];
+	long deadline = (long)(c->req.deadline_ms -
+			       (clock_mono_us() - c->t_recv_us) / 1000);
 	CURL *h;
 	int rv;
 
-	if (e->key[c->prov] == NULL || url == NULL)
+	if (e->key[c->target] == NULL || url == NULL)
 		return -ENOKEY;
+	if (deadline < 1)
+		deadline = 1;
 	if ((h = curl_easy_init()) == NULL)
 		return -ENOMEM;
 	c->easy = h;
@@ -406,9 +421,15 @@ call_setup(struct pw_engine *e, struct pw_call *c)
 		return rv;
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_POST, 1L);
-	curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->req.payload);
-	curl_easy_setopt(
-	    h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->req.payload_len);
+	if (PW_TARGET_PROV(c->target) != c->prov) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->xbody);
+		curl_easy_setopt(
+		    h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)c->xbody_len);
+	} else {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, c->req.payload);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)c->req.payload_len);
+	}
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, c->hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, c);
@@ -480,6 +501,7 @@ call_result(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 	enum pw_fail fail;
 	bool streamed = c->chunks > 0;
 	bool http_ok = c->http_status >= 200 && c->http_status <= 299;
+	bool cross = PW_TARGET_PROV(c->target) != c->prov && c->attempts > 0;
 
 	fail =
 	    c->fail != PW_FAIL_NONE ? c->fail : pw_map_curl(rc, c->got_bytes);
@@ -522,13 +544,31 @@ call_result(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 	if (c->su_init)
 		c->usage = c->su.usage;
 	else if (http_ok && c->body.len > 0 &&
-		 pw_usage_from_body(
-		     c->prov, c->body.data, c->body.len, &c->usage) != 0 &&
+		 pw_usage_from_body(PW_TARGET_PROV(c->target), c->body.data,
+		     c->body.len, &c->usage) != 0 &&
 		 c->out.status == 200)
 		log_warn(
 		    c->req.request_id, "no usage in the provider's answer");
-	c->cost_micro_usd =
-	    c->model != NULL ? models_cost(c->model, &c->usage.tokens) : 0;
+	if (cross) {
+		c->cost_micro_usd =
+		    c->xmodel != NULL ? models_cost(c->xmodel, &c->usage.tokens)
+				      : 0;
+		/* The client asked in its provider's shape: answer in it;
+		 * the other provider's error body has no place there. */
+		if (c->out.status != 200 ||
+		    (c->prov == PW_PROV_CLAUDE
+			    ? pw_xlate_resp_openai_to_claude(
+				  c->body.data, c->body.len, &c->body)
+			    : pw_xlate_resp_claude_to_openai(
+				  c->body.data, c->body.len, &c->body)) != 0)
+			buf_reset(&c->body);
+	} else {
+		c->cost_micro_usd =
+		    c->model != NULL ? models_cost(c->model, &c->usage.tokens)
+				     : 0;
+	}
+	if (fail != PW_FAIL_BREAKER)
+		c->retry_after_ms_val = 0;
 	if (c->retry_after_ms[0] != '\0' || c->retry_after[0] != '\0')
 		pw_retry_after_parse(
 		    c->retry_after_ms[0] ? c->retry_after_ms : NULL,
@@ -543,12 +583,318 @@ call_result(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 	c->fail = fail;
 	if (fail == PW_FAIL_NONE)
 		c->errbuf[0] = '\0';
-	for (int p = 0; p < PW_PROV_MAX; p++)
-		body_scrub(&c->body, e->key[p]);
+	for (int t = 0; t < PW_TARGETS; t++)
+		body_scrub(&c->body, e->key[t]);
 }
 
-/* Ends c: its result, the done callback, the engine's reference.  rc is
- * curl's result when a transfer ran. */
+/* ---- attempts: breakers, retries, failover (curl thread) ---- */
+
+static uint64_t
+engine_rand(struct pw_engine *e)
+{
+	/* xorshift64* */
+	e->rng ^= e->rng >> 12;
+	e->rng ^= e->rng << 25;
+	e->rng ^= e->rng >> 27;
+	return e->rng * 2685821657736338717ULL;
+}
+
+static bool
+target_usable(struct pw_engine *e, int t)
+{
+	return e->key[t] != NULL && e->url[t] != NULL;
+}
+
+/* Whether t's breaker would refuse an attempt now. */
+static bool
+target_refuses(struct pw_engine *e, int t)
+{
+	return e->health != NULL &&
+	       pw_health_refuses(e->health, t, clock_real_ms(), NULL);
+}
+
+/* Asks t's breaker; on admission c's next attempt goes to t. */
+static bool
+attempt_admit(struct pw_engine *e, struct pw_call *c, int t, int64_t *retry)
+{
+	enum pw_breaker_verdict v = PW_BREAKER_ALLOW;
+
+	if (!target_usable(e, t))
+		return false;
+	if (e->health != NULL)
+		v = pw_health_admit(e->health, t, clock_real_ms(), retry);
+	if (v == PW_BREAKER_REJECT)
+		return false;
+	c->target = t;
+	c->probe = v == PW_BREAKER_PROBE;
+	c->attempt_live = e->health != NULL;
+	c->fallback = PW_TARGET_SLOT(t) == PW_SLOT_FALLBACK ||
+		      PW_TARGET_PROV(t) != c->prov;
+	return true;
+}
+
+/* The other provider's primary upstream: where c fails over to. */
+#define PW_XTARGET          PW_TARGET(1 - (int)c->prov, PW_SLOT_PRIMARY)
+#define PW_XLATE_MAX_TOKENS 1024 /* an OpenAI call that names none */
+
+/* The model of provider want that model id fails over to: its own entry
+ * (exact id or alias), else the first "*" entry of that provider.  NULL
+ * when the map names none. */
+static const struct model *
+xmap_lookup(
+    const struct pw_engine *e, const struct model *from, const char *want)
+{
+	const struct model *any = NULL, *k, *v;
+	char key[MODEL_ID_MAX + 1], val[MODEL_ID_MAX + 1];
+
+	for (const char *p = e->xmap; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, ","), kl = strcspn(p, "=");
+
+		if (kl < n && kl <= MODEL_ID_MAX &&
+		    n - kl - 1 <= MODEL_ID_MAX) {
+			memcpy(key, p, kl);
+			key[kl] = '\0';
+			memcpy(val, p + kl + 1, n - kl - 1);
+			val[n - kl - 1] = '\0';
+			v = models_lookup(e->models, val);
+			if (v != NULL && strcmp(v->provider, want) == 0) {
+				if (strcmp(key, "*") == 0) {
+					if (any == NULL)
+						any = v;
+				} else if ((k = models_lookup(
+						e->models, key)) == from) {
+					return v;
+				}
+			}
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return any;
+}
+
+/* Whether c may fail over to the other provider; prepares the translated
+ * request on first use. */
+static bool
+cross_ready(struct pw_engine *e, struct pw_call *c)
+{
+	enum pw_prov other =
+	    c->prov == PW_PROV_CLAUDE ? PW_PROV_OPENAI : PW_PROV_CLAUDE;
+	int rv;
+
+	if (c->req.stream || e->xmap == NULL || e->models == NULL ||
+	    c->xfailed || c->model == NULL || !target_usable(e, PW_XTARGET))
+		return false;
+	if (c->xbody != NULL)
+		return true;
+	c->xfailed = true;
+	if ((c->xmodel = xmap_lookup(e, c->model, pw_prov_str(other))) == NULL)
+		return false;
+	if (c->prov == PW_PROV_CLAUDE)
+		rv = pw_xlate_req_claude_to_openai(c->req.payload,
+		    c->req.payload_len, c->xmodel->id, &c->xbody,
+		    &c->xbody_len);
+	else
+		rv = pw_xlate_req_openai_to_claude(c->req.payload,
+		    c->req.payload_len, c->xmodel->id, PW_XLATE_MAX_TOKENS,
+		    &c->xbody, &c->xbody_len);
+	if (rv != 0) {
+		log_info(c->req.request_id, "no cross-provider failover",
+		    LF_S("error", strerror(-rv)));
+		return false;
+	}
+	c->xfailed = false;
+	return true;
+}
+
+/* Forgets the previous attempt's transfer before the next one. */
+static void
+attempt_reset(struct pw_call *c)
+{
+	curl_slist_free_all(c->hdrs);
+	c->hdrs = NULL;
+	c->http_status = 0;
+	c->got_bytes = false;
+	c->mode_decided = false;
+	c->streaming = false;
+	c->content_type[0] = '\0';
+	c->retry_after[0] = '\0';
+	c->retry_after_ms[0] = '\0';
+	c->upstream_request_id[0] = '\0';
+	buf_reset(&c->body);
+	if (c->su_init) {
+		pw_stream_usage_free(&c->su);
+		c->su_init = false;
+	}
+	c->stream_bytes = 0;
+	c->fail = PW_FAIL_NONE;
+	c->errbuf[0] = '\0';
+	c->error_message[0] = '\0';
+	c->retry_after_ms_val = 0;
+	c->upstream_ms = 0;
+}
+
+/* What the attempt that just ended tells its breaker. */
+static void
+attempt_account(struct pw_engine *e, struct pw_call *c)
+{
+	bool failure = pw_map_breaker_failure(c->http_status, c->fail) ||
+		       (c->su_init && c->su.error_seen);
+
+	pw_health_done(e->health, c->target, clock_real_ms(), c->probe,
+	    pw_map_breaker_verdict(c->fail), failure, c->upstream_ms,
+	    c->http_status > 0 ? c->http_status : c->out.status,
+	    c->out.status != 200 ? c->out.code : NULL, c->error_message);
+	c->probe = false;
+}
+
+static void call_finish(struct pw_engine *e, struct pw_call *c, CURLcode rc);
+
+/* Starts the admitted attempt on c->target. */
+static void
+attempt_start(struct pw_engine *e, struct pw_call *c)
+{
+	int rv;
+
+	c->attempts++;
+	if (PW_TARGET_PROV(c->target) != c->prov)
+		c->xtries++;
+	else
+		c->tries[PW_TARGET_SLOT(c->target)]++;
+	if ((rv = call_setup(e, c)) != 0) {
+		log_error(c->req.request_id, "cannot start the upstream call",
+		    LF_S("error", strerror(-rv)));
+		c->fail = PW_FAIL_INTERNAL;
+		call_finish(e, c, CURLE_ABORTED_BY_CALLBACK);
+	}
+}
+
+/* Full-jitter exponential backoff for the retry after n attempts. */
+static int64_t
+backoff_ms(struct pw_engine *e, int n)
+{
+	int64_t cap = PW_BACKOFF_BASE_MS;
+
+	for (int i = 1; i < n && cap < PW_BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	if (cap > PW_BACKOFF_CAP_MS)
+		cap = PW_BACKOFF_CAP_MS;
+	return (int64_t)(engine_rand(e) % (uint64_t)(cap + 1));
+}
+
+/*
+ * After a failed attempt: another one, if the failure is worth it,
+ * nothing reached the client, the budget and the deadline allow and a
+ * breaker does not refuse.  An untried fallback goes at once; a retry of
+ * the same target waits max(backoff, the upstream's retry-after).
+ * Returns true when c waits in the retry list.
+ */
+static bool
+retry_schedule(struct pw_engine *e, struct pw_call *c)
+{
+	int slot = PW_TARGET_SLOT(c->target), other = 1 - slot;
+	int ot = PW_TARGET(c->prov, other);
+	int64_t now = clock_mono_ms(), left, delay, ra = c->retry_after_ms_val;
+	bool same_ok, other_ok;
+	struct pw_call *w;
+	int next;
+
+	if (c->attempts == 0 || e->closing || c->client_started ||
+	    c->chunks > 0 || !pw_map_retryable(c->http_status, c->fail) ||
+	    PW_TARGET_PROV(c->target) != c->prov)
+		return false;
+	left = c->req.deadline_ms - (now - c->t_recv_us / 1000);
+	same_ok =
+	    c->tries[slot] <= e->max_retries && !target_refuses(e, c->target);
+	other_ok = target_usable(e, ot) && c->tries[other] <= e->max_retries &&
+		   !target_refuses(e, ot);
+	if (other_ok && c->tries[other] == 0) {
+		next = other;
+		delay = 0;
+	} else if (same_ok || other_ok) {
+		next = same_ok ? slot : other;
+		delay = backoff_ms(e, c->attempts);
+		if (next == slot && ra > delay)
+			delay = ra;
+	} else if (c->xtries == 0 && !target_refuses(e, PW_XTARGET) &&
+		   cross_ready(e, c)) {
+		next = -1; /* the other provider */
+		delay = 0;
+	} else {
+		return false;
+	}
+	if (delay + PW_ATTEMPT_MIN_MS > left)
+		return false;
+	c->next_target = next < 0 ? PW_XTARGET : PW_TARGET(c->prov, next);
+	c->due_ms = now + delay;
+	TAILQ_FOREACH(w, &e->waiting, link) {
+		if (w->due_ms > c->due_ms)
+			break;
+	}
+	if (w != NULL)
+		TAILQ_INSERT_BEFORE(w, c, link);
+	else
+		TAILQ_INSERT_TAIL(&e->waiting, c, link);
+	log_info(c->req.request_id, "upstream attempt failed, retrying",
+	    LF_I("attempt", c->attempts), LF_I("status", c->http_status),
+	    LF_S("failure", pw_fail_str(c->fail)),
+	    LF_S("next",
+		next < 0 ? "other_provider" : pw_slot_str((enum pw_slot)next)),
+	    LF_I("delay_ms", delay), LF_I("retry_after_ms", ra));
+	return true;
+}
+
+/* Ends c for good: the done callback, the engine's reference. */
+static void
+call_complete(struct pw_engine *e, struct pw_call *c)
+{
+	atomic_store(&c->finished, true);
+	e->done(e->arg, c);
+	pw_call_release(c);
+	pw_call_unref(c);
+}
+
+/* A waiting retry is due: start it, unless every breaker refuses now
+ * (then the last answer stands). */
+static void
+retry_start(struct pw_engine *e, struct pw_call *c)
+{
+	int slot = PW_TARGET_SLOT(c->next_target), other = 1 - slot;
+	bool cross = PW_TARGET_PROV(c->next_target) != c->prov;
+
+	if (!attempt_admit(e, c, c->next_target, NULL) &&
+	    (cross ||
+		!(c->tries[other] <= e->max_retries &&
+		    attempt_admit(e, c, PW_TARGET(c->prov, other), NULL)))) {
+		log_info(
+		    c->req.request_id, "retry dropped: the breaker is open");
+		call_complete(e, c);
+		return;
+	}
+	attempt_reset(c);
+	attempt_start(e, c);
+}
+
+/* Starts the retries that are due; the milliseconds until the next. */
+static int
+waiting_run(struct pw_engine *e)
+{
+	int64_t now = clock_mono_ms();
+	struct pw_call *c;
+
+	while ((c = TAILQ_FIRST(&e->waiting)) != NULL && c->due_ms <= now) {
+		TAILQ_REMOVE(&e->waiting, c, link);
+		retry_start(e, c);
+	}
+	if ((c = TAILQ_FIRST(&e->waiting)) == NULL ||
+	    c->due_ms - now >= PW_POLL_MS)
+		return PW_POLL_MS;
+	return c->due_ms > now ? (int)(c->due_ms - now) : 0;
+}
+
+/* Ends an attempt: its result, its breaker's account, then a retry or
+ * the end of c.  rc is curl's result when a transfer ran. */
 static void
 call_finish(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 {
@@ -570,10 +916,13 @@ call_finish(struct pw_engine *e, struct pw_call *c, CURLcode rc)
 		c->easy = NULL;
 	}
 	call_result(e, c, rc);
-	atomic_store(&c->finished, true);
-	e->done(e->arg, c);
-	pw_call_release(c);
-	pw_call_unref(c);
+	if (c->attempt_live) {
+		c->attempt_live = false;
+		attempt_account(e, c);
+	}
+	if (retry_schedule(e, c))
+		return;
+	call_complete(e, c);
 }
 
 static bool
@@ -596,20 +945,30 @@ early_cancel_take(struct pw_engine *e, const char *request_id)
 static void
 call_start(struct pw_engine *e, struct pw_call *c)
 {
-	int rv;
+	int pt = PW_TARGET(c->prov, PW_SLOT_PRIMARY);
+	int ft = PW_TARGET(c->prov, PW_SLOT_FALLBACK);
+	int64_t retry = 1000;
 
 	c->engine = e;
+	c->target = pt;
 	if (e->closing) {
 		c->fail = PW_FAIL_STOPPING;
 	} else if (early_cancel_take(e, c->req.request_id)) {
 		c->fail = PW_FAIL_CANCELLED;
 		atomic_fetch_add(&e->cancels_done, 1);
-	} else if ((rv = call_setup(e, c)) != 0) {
-		log_error(c->req.request_id, "cannot start the upstream call",
-		    LF_S("error", strerror(-rv)));
-		c->fail = PW_FAIL_INTERNAL;
 	} else {
-		return;
+		if (e->health != NULL)
+			pw_health_count_request(e->health, pt, clock_real_ms());
+		if (attempt_admit(e, c, pt, &retry) ||
+		    attempt_admit(e, c, ft, NULL) ||
+		    (!target_refuses(e, PW_XTARGET) && cross_ready(e, c) &&
+			attempt_admit(e, c, PW_XTARGET, NULL))) {
+			attempt_start(e, c);
+			return;
+		}
+		/* Fail fast: no upstream call while the breaker is open. */
+		c->fail = PW_FAIL_BREAKER;
+		c->retry_after_ms_val = retry;
 	}
 	call_finish(e, c, CURLE_ABORTED_BY_CALLBACK);
 }
@@ -625,6 +984,16 @@ cancel_apply(struct pw_engine *e, const char *request_id)
 		if (strcmp(c->req.request_id, request_id) != 0)
 			continue;
 		found = true;
+		c->fail = PW_FAIL_CANCELLED;
+		atomic_fetch_add(&e->cancels_done, 1);
+		call_finish(e, c, CURLE_ABORTED_BY_CALLBACK);
+	}
+	for (c = TAILQ_FIRST(&e->waiting); c != NULL; c = next) {
+		next = TAILQ_NEXT(c, link);
+		if (strcmp(c->req.request_id, request_id) != 0)
+			continue;
+		found = true;
+		TAILQ_REMOVE(&e->waiting, c, link);
 		c->fail = PW_FAIL_CANCELLED;
 		atomic_fetch_add(&e->cancels_done, 1);
 		call_finish(e, c, CURLE_ABORTED_BY_CALLBACK);
@@ -645,6 +1014,11 @@ abort_active(struct pw_engine *e)
 	struct pw_call *c;
 
 	while ((c = TAILQ_FIRST(&e->active)) != NULL) {
+		c->fail = PW_FAIL_STOPPING;
+		call_finish(e, c, CURLE_ABORTED_BY_CALLBACK);
+	}
+	while ((c = TAILQ_FIRST(&e->waiting)) != NULL) {
+		TAILQ_REMOVE(&e->waiting, c, link);
 		c->fail = PW_FAIL_STOPPING;
 		call_finish(e, c, CURLE_ABORTED_BY_CALLBACK);
 	}
@@ -680,7 +1054,7 @@ engine_main(void *arg)
 		struct cancel_req *cr;
 		struct CURLMsg *m;
 		bool quit, abort_all;
-		int running, left;
+		int running, left, wait_ms;
 
 		pthread_mutex_lock(&e->mu);
 		STAILQ_CONCAT(&cmds, &e->cmds);
@@ -702,8 +1076,9 @@ engine_main(void *arg)
 			cancel_apply(e, cr->request_id);
 			free(cr);
 		}
-		if (quit && TAILQ_EMPTY(&e->active))
+		if (quit && TAILQ_EMPTY(&e->active) && TAILQ_EMPTY(&e->waiting))
 			break;
+		wait_ms = waiting_run(e);
 		curl_multi_perform(e->multi, &running);
 		while ((m = curl_multi_info_read(e->multi, &left)) != NULL) {
 			struct pw_call *c = NULL;
@@ -715,7 +1090,15 @@ engine_main(void *arg)
 			if (c != NULL)
 				call_finish(e, c, rc);
 		}
-		curl_multi_poll(e->multi, NULL, 0, PW_POLL_MS, NULL);
+		/* Calls finished above may have scheduled retries. */
+		if (!TAILQ_EMPTY(&e->waiting)) {
+			int64_t d =
+			    TAILQ_FIRST(&e->waiting)->due_ms - clock_mono_ms();
+
+			if (d < wait_ms)
+				wait_ms = d > 0 ? (int)d : 0;
+		}
+		curl_multi_poll(e->multi, NULL, 0, wait_ms, NULL);
 	}
 	return NULL;
 }
@@ -756,11 +1139,27 @@ pw_engine_new(const struct pw_engine_opts *o, pw_engine_done_fn done, void *arg,
 		return -ENOMEM;
 	}
 	for (int p = 0; p < PW_PROV_MAX; p++) {
-		e->url[p] = o->url[p];
-		e->key[p] = o->key[p] != NULL && o->key[p][0] != '\0'
-				? o->key[p]
-				: NULL;
+		int pt = PW_TARGET(p, PW_SLOT_PRIMARY);
+		int ft = PW_TARGET(p, PW_SLOT_FALLBACK);
+
+		e->url[pt] = o->url[p];
+		e->key[pt] = o->key[p] != NULL && o->key[p][0] != '\0'
+				 ? o->key[p]
+				 : NULL;
+		e->url[ft] = o->url_fb[p];
+		e->key[ft] = o->key_fb[p] != NULL && o->key_fb[p][0] != '\0'
+				 ? o->key_fb[p]
+				 : NULL;
+		if (e->url[ft] == NULL || e->key[ft] == NULL)
+			e->url[ft] = e->key[ft] = NULL;
 	}
+	e->health = o->health;
+	e->max_retries = o->max_retries > 0 ? o->max_retries : 0;
+	e->xmap = o->xmap != NULL && o->xmap[0] != '\0' ? o->xmap : NULL;
+	e->models = o->models;
+	e->rng = (uint64_t)clock_real_us() ^ ((uint64_t)(uintptr_t)e << 17);
+	if (e->rng == 0)
+		e->rng = 0x9e3779b97f4a7c15ULL;
 	e->done = done;
 	e->arg = arg;
 	e->pause_high = o->pause_high > 0 ? o->pause_high : PW_PAUSE_HIGH;
@@ -771,6 +1170,7 @@ pw_engine_new(const struct pw_engine_opts *o, pw_engine_done_fn done, void *arg,
 	STAILQ_INIT(&e->cmds);
 	STAILQ_INIT(&e->cancels);
 	TAILQ_INIT(&e->active);
+	TAILQ_INIT(&e->waiting);
 	if ((e->noproxy = noproxy_build()) == NULL ||
 	    (e->multi = curl_multi_init()) == NULL) {
 		rv = -ENOMEM;

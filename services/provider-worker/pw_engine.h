@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "pw_call.h"
+#include "pw_health.h"
 
 /* The endpoints, built from a base URL: base + "/v1/messages" or
  * "/v1/chat/completions" (a base already ending in "/v1" gets no second
@@ -25,7 +26,20 @@ int pw_endpoint_url(const char *base, enum pw_prov p, char **ret);
 struct pw_engine_opts {
 	const char *url[PW_PROV_MAX]; /* endpoints; borrowed */
 	const char *key[PW_PROV_MAX]; /* NULL: the provider is not set up */
-	size_t max_stream_urls;       /* push sockets cached (gateways) */
+	/* A second upstream per provider (another base URL and/or key):
+	 * NULL url or key: none. */
+	const char *url_fb[PW_PROV_MAX];
+	const char *key_fb[PW_PROV_MAX];
+	/* Breakers (NULL: none, every call goes); retries of a failed
+	 * attempt (AI_PROXY_MAX_RETRIES). */
+	struct pw_health *health;
+	int max_retries;
+	/* Cross-provider failover of non-streamed claude calls to openai's
+	 * primary upstream: "<claude model id>=<openai model id>,...",
+	 * "*=<id>" for any (NULL: none); models resolves the ids. */
+	const char *xmap;
+	const struct model_table *models;
+	size_t max_stream_urls; /* push sockets cached (gateways) */
 	/* Tuning, 0 for the defaults: messages a push socket buffers, and
 	 * the unsent chunk bytes per call that pause / resume it. */
 	int push_sendbuf;
@@ -52,7 +66,11 @@ struct pw_engine_stats {
 int pw_engine_new(const struct pw_engine_opts *o, pw_engine_done_fn done,
     void *arg, struct pw_engine **ret);
 /* Hands c to the curl thread; takes the caller's reference.  c->req,
- * c->prov and c->model are set. */
+ * c->prov and c->model are set.  The curl thread asks the breakers
+ * (fails fast with 503 provider_unavailable when they refuse), retries
+ * a retryable failure (429, 5xx, connection errors, timeouts) with
+ * backoff while nothing went to the client and the deadline allows, and
+ * moves to the fallback upstream when the primary fails or is open. */
 void pw_engine_submit(struct pw_engine *e, struct pw_call *c);
 /* Ends every call with this request id (usage "aborted"); a cancel that
  * arrives just before its call is remembered for a moment. */

@@ -106,6 +106,10 @@ pw_map_fail(enum pw_fail f, bool streamed)
 		o = (struct pw_outcome){503, "worker_stopping",
 		    "the provider worker is shutting down"};
 		break;
+	case PW_FAIL_BREAKER:
+		o = (struct pw_outcome){503, "provider_unavailable",
+		    "the provider is failing: its circuit breaker is open"};
+		break;
 	default:
 		o = (struct pw_outcome){
 		    500, "internal_error", "the provider worker failed"};
@@ -123,9 +127,38 @@ pw_fail_str(enum pw_fail f)
 {
 	static const char *const names[PW_FAIL_MAX] = {"none", "timeout",
 	    "unreachable", "broken", "too_large", "cancelled", "stopping",
-	    "internal"};
+	    "internal", "breaker"};
 
 	return f < PW_FAIL_MAX ? names[f] : "unknown";
+}
+
+bool
+pw_map_retryable(long s, enum pw_fail f)
+{
+	if (f == PW_FAIL_TIMEOUT || f == PW_FAIL_UNREACHABLE)
+		return true;
+	if (f != PW_FAIL_NONE)
+		return false;
+	return s == 429 || s == 500 || s == 502 || s == 503 || s == 504 ||
+	       s == 529;
+}
+
+bool
+pw_map_breaker_failure(long s, enum pw_fail f)
+{
+	if (f == PW_FAIL_TIMEOUT || f == PW_FAIL_UNREACHABLE ||
+	    f == PW_FAIL_BROKEN)
+		return true;
+	if (f != PW_FAIL_NONE)
+		return false;
+	return s >= 500 && s <= 599;
+}
+
+bool
+pw_map_breaker_verdict(enum pw_fail f)
+{
+	return f == PW_FAIL_NONE || f == PW_FAIL_TIMEOUT ||
+	       f == PW_FAIL_UNREACHABLE || f == PW_FAIL_BROKEN;
 }
 
 /* A non-negative finite number filling all of s (spaces around allowed). */

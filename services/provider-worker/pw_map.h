@@ -37,6 +37,7 @@ enum pw_fail {
 	PW_FAIL_CANCELLED,   /* the gateway cancelled (client gone) */
 	PW_FAIL_STOPPING,    /* the worker is shutting down */
 	PW_FAIL_INTERNAL,    /* out of memory, a bug */
+	PW_FAIL_BREAKER,     /* the circuit breaker refused the call */
 	PW_FAIL_MAX
 };
 
@@ -45,6 +46,17 @@ enum pw_fail pw_map_curl(CURLcode rc, bool got_bytes);
 /* Outcome of a failure; streamed: chunks already went to the client. */
 struct pw_outcome pw_map_fail(enum pw_fail f, bool streamed);
 const char *pw_fail_str(enum pw_fail f);
+
+/* Whether an attempt that ended so is worth another one: 429, 500, 502,
+ * 503, 504, 529, connection refused/reset, a timeout. */
+bool pw_map_retryable(long upstream_status, enum pw_fail f);
+/* Whether it counts against the provider's breaker: 5xx (529 included),
+ * timeouts, connection errors, a broken transfer.  A client's 4xx does
+ * not. */
+bool pw_map_breaker_failure(long upstream_status, enum pw_fail f);
+/* Whether it says anything about the provider at all (a cancel or a stop
+ * does not). */
+bool pw_map_breaker_verdict(enum pw_fail f);
 
 /*
  * Milliseconds the upstream asks to wait: retry-after-ms (float ms) wins,

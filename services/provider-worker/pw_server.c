@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 #include <nng/nng.h>
+#include <nng/protocol/pipeline0/push.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/supplemental/util/platform.h>
 
@@ -21,6 +22,7 @@
 #include "proto.h"
 #include "pw_call.h"
 #include "pw_engine.h"
+#include "pw_health.h"
 #include "usage_sender.h"
 
 #define PW_DAEMON "provider-worker"
@@ -39,7 +41,24 @@ struct pw_server {
 	const struct model_table *models;
 	bool configured[PW_PROV_MAX];
 	char *url[PW_PROV_MAX];
+	char *fb_url[PW_PROV_MAX];
 	struct pw_engine *engine;
+
+	/* Breakers, and what the gateway learns of them: breaker_state on a
+	 * change, worker_stats every stats_ms and at once after a change,
+	 * pushed to the report URL (non-blocking; dropped when the gateway
+	 * does not take them). */
+	struct pw_health health;
+	bool health_init;
+	bool xmap; /* claude -> openai failover configured */
+	nng_socket report;
+	bool report_open;
+	pthread_t stats_th;
+	bool stats_started;
+	pthread_mutex_t smu;
+	pthread_cond_t scv;
+	bool stats_now, stats_stop;
+	int stats_ms;
 	struct nngx_rep *rep;
 	nng_socket sub;
 	nng_aio *sub_aio;
@@ -76,6 +95,28 @@ copy_str(char *dst, size_t dstlen, const char *src)
 }
 
 /* ---- replies ---- */
+
+/* What served the call: the other provider's model after a
+ * cross-provider failover, else the request's. */
+static bool
+served_cross(const struct pw_call *c)
+{
+	return c->attempts > 0 && c->xmodel != NULL &&
+	       PW_TARGET_PROV(c->target) != c->prov;
+}
+
+static const char *
+served_provider(const struct pw_call *c)
+{
+	return served_cross(c) ? pw_prov_str(PW_TARGET_PROV(c->target))
+			       : c->req.provider;
+}
+
+static const char *
+served_model(const struct pw_call *c)
+{
+	return served_cross(c) ? c->xmodel->id : c->req.model;
+}
 
 static void
 reply_bad(
@@ -118,8 +159,8 @@ reply_chat(struct pw_call *c)
 	pw_utf8_clip(r.error_message);
 	r.upstream_status =
 	    c->http_status >= 100 && c->http_status <= 599 ? c->http_status : 0;
-	memcpy(r.provider, c->req.provider, sizeof(r.provider));
-	memcpy(r.model, c->req.model, sizeof(r.model));
+	copy_str(r.provider, sizeof(r.provider), served_provider(c));
+	copy_str(r.model, sizeof(r.model), served_model(c));
 	r.input_tokens = t->input;
 	r.output_tokens = t->output;
 	r.cache_read_tokens = t->cache_read;
@@ -132,6 +173,8 @@ reply_chat(struct pw_call *c)
 	r.chunks = c->chunks;
 	memcpy(r.upstream_request_id, c->upstream_request_id,
 	    sizeof(r.upstream_request_id));
+	r.attempts = clamp64(c->attempts, 0, PROTO_TRIES_MAX);
+	r.fallback = c->fallback;
 	r.payload = c->body.len > 0 ? c->body.data : NULL;
 	r.payload_len = c->body.len;
 	if ((rv = msg_chat_resp_encode(&r, &enc, &len)) != 0) {
@@ -200,8 +243,8 @@ publish_usage(struct pw_server *s, struct pw_call *c, int64_t total_ms)
 	memcpy(u->subject_type, c->req.subject_type, sizeof(u->subject_type));
 	memcpy(u->subject_id, c->req.subject_id, sizeof(u->subject_id));
 	memcpy(u->ip, c->req.ip, sizeof(u->ip));
-	memcpy(u->provider, c->req.provider, sizeof(u->provider));
-	memcpy(u->model, c->req.model, sizeof(u->model));
+	copy_str(u->provider, sizeof(u->provider), served_provider(c));
+	copy_str(u->model, sizeof(u->model), served_model(c));
 	u->input_tokens = t->input;
 	u->output_tokens = t->output;
 	u->cache_read_tokens = t->cache_read;
@@ -240,9 +283,9 @@ call_done(struct pw_server *s, struct pw_call *c)
 	else
 		atomic_fetch_add(&s->errors, 1);
 	log_info(c->req.request_id, "chat call",
-	    LF_S("provider", c->req.provider), LF_S("model", c->req.model),
-	    LF_B("stream", c->req.stream), LF_I("status", c->out.status),
-	    LF_S("error_code", c->out.code),
+	    LF_S("provider", served_provider(c)),
+	    LF_S("model", served_model(c)), LF_B("stream", c->req.stream),
+	    LF_I("status", c->out.status), LF_S("error_code", c->out.code),
 	    LF_I("upstream_status", c->http_status), LF_I("ms", total_ms),
 	    LF_I("upstream_ms", c->upstream_ms), LF_I("input_tokens", t->input),
 	    LF_I("output_tokens", t->output),
@@ -250,6 +293,7 @@ call_done(struct pw_server *s, struct pw_call *c)
 	    LF_I("cache_write_tokens", t->cache_write_5m + t->cache_write_1h),
 	    LF_I("cost_micro_usd", c->cost_micro_usd),
 	    LF_I("chunks", c->chunks), LF_S("usage", c->status_word),
+	    LF_I("attempts", c->attempts), LF_B("fallback", c->fallback),
 	    LF_S("upstream_request_id", c->upstream_request_id),
 	    LF_S("failure", pw_fail_str(c->fail)), LF_S("detail", c->errbuf));
 	pthread_mutex_lock(&s->mu);
@@ -276,6 +320,36 @@ chat_refuse(struct pw_server *s, struct pw_call *c, int status,
 	c->status_word = "error";
 	call_done(s, c);
 	pw_call_unref(c);
+}
+
+/*
+ * The fast-fail path, on this (nng) thread: when every upstream of the
+ * provider has its breaker open, the call ends here, without the curl
+ * thread.  The curl thread asks the breakers again (a half-open probe is
+ * only ever admitted there).  True when c was ended (taken).
+ */
+static bool
+breaker_refuses(struct pw_server *s, struct pw_call *c)
+{
+	int pt = PW_TARGET(c->prov, PW_SLOT_PRIMARY);
+	int ft = PW_TARGET(c->prov, PW_SLOT_FALLBACK);
+	int xt = PW_TARGET(1 - (int)c->prov, PW_SLOT_PRIMARY);
+	int64_t now = clock_real_ms(), retry = 1000;
+
+	if (!pw_health_refuses(&s->health, pt, now, &retry) ||
+	    (pw_health_configured(&s->health, ft) &&
+		!pw_health_refuses(&s->health, ft, now, NULL)))
+		return false;
+	/* The other provider may take it: the curl thread decides. */
+	if (s->xmap && !c->req.stream && pw_health_configured(&s->health, xt) &&
+	    !pw_health_refuses(&s->health, xt, now, NULL))
+		return false;
+	pw_health_count_request(&s->health, pt, now);
+	c->fail = PW_FAIL_BREAKER;
+	c->retry_after_ms_val = retry;
+	chat_refuse(s, c, 503, "provider_unavailable",
+	    pw_map_fail(PW_FAIL_BREAKER, false).message);
+	return true;
 }
 
 static bool
@@ -348,6 +422,8 @@ on_chat_decoded(
 		chat_refuse(s, c, 400, "bad_request", "empty upstream body");
 		return;
 	}
+	if (breaker_refuses(s, c))
+		return;
 	pw_engine_submit(s->engine, c);
 }
 
@@ -493,6 +569,149 @@ on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 	}
 }
 
+/* ---- breakers: what the gateway and the peers learn ---- */
+
+/* Sends an encoded message on the report socket, never blocking. */
+static void
+report_send(struct pw_server *s, const char *what, char *enc, size_t len)
+{
+	int rv;
+
+	if (!s->report_open)
+		return;
+	rv = nng_send(s->report, enc, len, NNG_FLAG_NONBLOCK);
+	if (rv != 0)
+		log_debug(NULL, "report not sent", LF_S("what", what),
+		    LF_S("error", nng_strerror(rv)));
+}
+
+static void
+stats_kick(struct pw_server *s)
+{
+	pthread_mutex_lock(&s->smu);
+	s->stats_now = true;
+	pthread_cond_signal(&s->scv);
+	pthread_mutex_unlock(&s->smu);
+}
+
+/* pw_health's change callback (the curl thread, no lock held). */
+static void
+on_breaker_change(void *arg, int target, enum pw_breaker_state st,
+    int64_t open_until_ms, const char *reason)
+{
+	struct pw_server *s = arg;
+	struct msg_breaker_state m;
+	char *enc;
+	size_t len;
+	int rv;
+
+	memset(&m, 0, sizeof(m));
+	copy_str(m.worker_id, sizeof(m.worker_id), s->worker_id);
+	copy_str(m.provider, sizeof(m.provider),
+	    pw_prov_str(PW_TARGET_PROV(target)));
+	copy_str(
+	    m.target, sizeof(m.target), pw_slot_str(PW_TARGET_SLOT(target)));
+	copy_str(m.state, sizeof(m.state), pw_breaker_state_str(st));
+	m.open_until_ms = st == PW_BREAKER_OPEN ? open_until_ms : 0;
+	copy_str(m.reason, sizeof(m.reason), reason);
+	log_warn(NULL, "circuit breaker changed", LF_S("provider", m.provider),
+	    LF_S("target", m.target), LF_S("state", m.state),
+	    LF_I("open_until_ms", m.open_until_ms), LF_S("reason", reason));
+	if ((rv = msg_breaker_state_encode(&m, &enc, &len)) == 0) {
+		report_send(s, "breaker_state", enc, len);
+		free(enc);
+	} else {
+		log_error(NULL, "breaker_state not encoded", LF_I("error", rv));
+	}
+	stats_kick(s);
+}
+
+static void
+on_peer_breaker(struct pw_server *s, const struct msg_breaker_state *m)
+{
+	enum pw_prov p = pw_prov_from_str(m->provider);
+	enum pw_slot slot = pw_slot_from_str(m->target);
+
+	if (strcmp(m->worker_id, s->worker_id) == 0 || p == PW_PROV_MAX ||
+	    slot == PW_SLOT_MAX)
+		return; /* our own, echoed */
+	log_info(NULL, "peer breaker", LF_S("worker_id", m->worker_id),
+	    LF_S("provider", m->provider), LF_S("target", m->target),
+	    LF_S("state", m->state), LF_I("open_until_ms", m->open_until_ms));
+	pw_health_peer(&s->health, PW_TARGET(p, slot),
+	    pw_breaker_state_from_str(m->state), m->open_until_ms,
+	    clock_real_ms());
+	stats_kick(s);
+}
+
+static void
+on_breaker_reset(struct pw_server *s, const struct msg_breaker_reset *m)
+{
+	enum pw_prov p = pw_prov_from_str(m->provider);
+
+	if (p == PW_PROV_MAX) {
+		log_warn(m->request_id, "breaker reset of an unknown provider",
+		    LF_S("provider", m->provider));
+		return;
+	}
+	pw_health_reset(&s->health, p, clock_real_ms());
+	log_info(m->request_id, "circuit breaker reset",
+	    LF_S("provider", m->provider));
+	stats_kick(s);
+}
+
+static void
+stats_send(struct pw_server *s)
+{
+	struct msg_worker_stats m;
+	json_t *doc;
+	char *payload = NULL, *enc;
+	size_t len;
+
+	if ((doc = pw_health_snapshot(&s->health, clock_real_ms())) != NULL)
+		payload = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	if (payload == NULL)
+		return;
+	memset(&m, 0, sizeof(m));
+	copy_str(m.worker_id, sizeof(m.worker_id), s->worker_id);
+	m.ts_ms = clock_real_ms();
+	m.payload = payload;
+	m.payload_len = strlen(payload);
+	if (msg_worker_stats_encode(&m, &enc, &len) == 0) {
+		report_send(s, "worker_stats", enc, len);
+		free(enc);
+	}
+	free(payload);
+}
+
+/* Pushes worker_stats every stats_ms, and soon after a kick. */
+static void *
+stats_main(void *arg)
+{
+	struct pw_server *s = arg;
+
+	pthread_mutex_lock(&s->smu);
+	while (!s->stats_stop) {
+		struct timespec ts;
+		int64_t wake = clock_mono_ms() + s->stats_ms;
+
+		ts.tv_sec = wake / 1000;
+		ts.tv_nsec = (wake % 1000) * 1000000;
+		while (!s->stats_now && !s->stats_stop &&
+		       pthread_cond_timedwait(&s->scv, &s->smu, &ts) == 0)
+			;
+		if (s->stats_stop)
+			break;
+		s->stats_now = false;
+		pthread_mutex_unlock(&s->smu);
+		stats_send(s);
+		pthread_mutex_lock(&s->smu);
+	}
+	pthread_mutex_unlock(&s->smu);
+	return NULL;
+}
+
 /* ---- control (sub) ---- */
 
 static void
@@ -519,9 +738,13 @@ on_control_msg(struct pw_server *s, const char *buf, size_t len)
 		if ((rv = msg_breaker_reset_decode(
 			 body, blen, &m.breaker_reset)) != 0)
 			goto bad;
-		log_info(m.breaker_reset.request_id,
-		    "breaker reset: no breaker in this version",
-		    LF_S("provider", m.breaker_reset.provider));
+		on_breaker_reset(s, &m.breaker_reset);
+		return;
+	case MSG_BREAKER_STATE:
+		if ((rv = msg_breaker_state_decode(
+			 body, blen, &m.breaker_state)) != 0)
+			goto bad;
+		on_peer_breaker(s, &m.breaker_state);
 		return;
 	case MSG_CACHE_CLEAR:
 		if ((rv = msg_cache_clear_decode(body, blen, &m.cache_clear)) !=
@@ -565,6 +788,7 @@ pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
 {
 	struct pw_engine_opts eo;
 	struct usage_sender_cfg uc = {0};
+	bool configured[PW_TARGETS] = {false};
 	struct pw_server *s;
 	pthread_condattr_t ca;
 	int rv;
@@ -580,8 +804,19 @@ pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&s->cv, &ca);
 	pthread_condattr_destroy(&ca);
+	pthread_mutex_init(&s->smu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&s->scv, &ca);
+	pthread_condattr_destroy(&ca);
+	s->stats_ms = o->stats_interval_ms > 0 ? o->stats_interval_ms : 1000;
 	memset(&eo, 0, sizeof(eo));
 	for (int p = 0; p < PW_PROV_MAX; p++) {
+		const char *fb_base = o->fallback_base_url[p];
+		const char *fb_key = o->fallback_key[p];
+		bool fb = (fb_base != NULL && fb_base[0] != '\0') ||
+			  (fb_key != NULL && fb_key[0] != '\0');
+
 		s->configured[p] = o->key[p] != NULL && o->key[p][0] != '\0';
 		if (o->base_url[p] != NULL &&
 		    (rv = pw_endpoint_url(
@@ -589,8 +824,48 @@ pw_server_start(const struct pw_server_opts *o, struct pw_server **ret)
 			goto fail;
 		eo.url[p] = s->url[p];
 		eo.key[p] = s->configured[p] ? o->key[p] : NULL;
+		configured[PW_TARGET(p, PW_SLOT_PRIMARY)] = s->configured[p];
+		if (!fb || !s->configured[p])
+			continue;
+		if (fb_base == NULL || fb_base[0] == '\0')
+			fb_base = o->base_url[p];
+		if (fb_key == NULL || fb_key[0] == '\0')
+			fb_key = o->key[p];
+		if (fb_base != NULL &&
+		    (rv = pw_endpoint_url(
+			 fb_base, (enum pw_prov)p, &s->fb_url[p])) != 0)
+			goto fail;
+		eo.url_fb[p] = s->fb_url[p];
+		eo.key_fb[p] = fb_key;
+		configured[PW_TARGET(p, PW_SLOT_FALLBACK)] =
+		    s->fb_url[p] != NULL;
 	}
 	eo.max_stream_urls = 64;
+	pw_health_init(
+	    &s->health, &o->breaker, configured, on_breaker_change, s);
+	s->health_init = true;
+	eo.health = &s->health;
+	eo.max_retries = o->max_retries;
+	eo.xmap = o->fallback_model_map;
+	eo.models = o->models;
+	s->xmap =
+	    o->fallback_model_map != NULL && o->fallback_model_map[0] != '\0';
+	if (o->report_url != NULL && o->report_url[0] != '\0') {
+		if ((rv = nng_push0_open(&s->report)) != 0) {
+			rv = nngx_err(rv);
+			goto fail;
+		}
+		s->report_open = true;
+		nng_socket_set_int(s->report, NNG_OPT_SENDBUF, 64);
+		if ((rv = nngx_dial(s->report, o->report_url, "report push")) !=
+		    0)
+			goto fail;
+	}
+	if ((rv = pthread_create(&s->stats_th, NULL, stats_main, s)) != 0) {
+		rv = -rv;
+		goto fail;
+	}
+	s->stats_started = true;
 
 	uc.state_dir = o->state_dir;
 	uc.worker_id = o->worker_id;
@@ -713,6 +988,17 @@ pw_server_free(struct pw_server *s)
 	if (s->sub_aio != NULL)
 		nng_aio_free(s->sub_aio);
 	pw_engine_free(s->engine);
+	if (s->stats_started) {
+		pthread_mutex_lock(&s->smu);
+		s->stats_stop = true;
+		pthread_cond_signal(&s->scv);
+		pthread_mutex_unlock(&s->smu);
+		pthread_join(s->stats_th, NULL);
+	}
+	if (s->report_open)
+		nng_close(s->report);
+	if (s->health_init)
+		pw_health_destroy(&s->health);
 	/* Every call has ended: let the emitters journal what is queued. */
 	pthread_mutex_lock(&s->umu);
 	s->ustop = true;
@@ -723,8 +1009,12 @@ pw_server_free(struct pw_server *s)
 	usage_sender_close(s->usage);
 	pthread_cond_destroy(&s->ucv);
 	pthread_mutex_destroy(&s->umu);
-	for (int p = 0; p < PW_PROV_MAX; p++)
+	for (int p = 0; p < PW_PROV_MAX; p++) {
 		free(s->url[p]);
+		free(s->fb_url[p]);
+	}
+	pthread_cond_destroy(&s->scv);
+	pthread_mutex_destroy(&s->smu);
 	pthread_cond_destroy(&s->cv);
 	pthread_mutex_destroy(&s->mu);
 	free(s);

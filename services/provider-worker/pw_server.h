@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "models.h"
+#include "pw_breaker.h"
 #include "pw_usage.h"
 
 struct pw_server_opts {
@@ -28,7 +29,19 @@ struct pw_server_opts {
 	int concurrency; /* calls held at once (rep contexts) */
 	const char *base_url[PW_PROV_MAX];
 	const char *key[PW_PROV_MAX]; /* NULL or "": provider not set up */
+	/* The fallback upstream of a provider: another base URL and/or key
+	 * (either NULL/"": the primary's); both unset: none. */
+	const char *fallback_base_url[PW_PROV_MAX];
+	const char *fallback_key[PW_PROV_MAX];
 	const struct model_table *models;
+	/* Breakers and retries. */
+	struct pw_breaker_cfg breaker;
+	int max_retries;
+	const char *fallback_model_map; /* see pw_engine_opts.xmap */
+	/* The gateway's pull socket (AI_PROXY_STREAM_URL): breaker_state and
+	 * worker_stats go there.  NULL: not sent. */
+	const char *report_url;
+	int stats_interval_ms; /* 0: 1000 */
 };
 
 struct pw_server_stats {

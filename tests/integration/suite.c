@@ -150,6 +150,9 @@ start_worker(struct suite *s, int i)
 	env_add(&e, "CLAUDE_BASE_URL=%s", s->mock.url);
 	env_add(&e, "OPENAI_BASE_URL=%s", s->mock.url);
 	env_add(&e, "AI_PROXY_MAX_RETRIES=0");
+	/* Breakers out of the way unless a test sets its own (worker_env). */
+	env_add(&e, "CIRCUIT_BREAKER_FAILURE_THRESHOLD=1000");
+	env_add(&e, "CIRCUIT_BREAKER_MIN_VOLUME=100000");
 	for (int k = 0; s->opts.worker_env && s->opts.worker_env[k]; k++)
 		env_add(&e, "%s", s->opts.worker_env[k]);
 	rv = start_proc(s, &s->workers[i], name, "aiproxy-provider-worker", &e);

@@ -177,6 +177,12 @@ worker_spawn_as(struct hproc *proc, char *log_path, size_t log_len,
 	env_putf(env, &n, "OPENAI_BASE_URL=%s",
 	    T.mock_up ? T.mock.url : "http://127.0.0.1:9");
 	env_putf(env, &n, "LOG_LEVEL=%s", "info");
+	/* No breaker, retry or report in the way of these tests (the
+	 * resilience tests have their own). */
+	env_putf(env, &n, "AI_PROXY_MAX_RETRIES=0");
+	env_putf(env, &n, "CIRCUIT_BREAKER_FAILURE_THRESHOLD=1000");
+	env_putf(env, &n, "CIRCUIT_BREAKER_MIN_VOLUME=100000");
+	env_putf(env, &n, "AI_PROXY_STREAM_URL=tcp://127.0.0.1:9");
 	for (int i = 0; extra != NULL && extra[i] != NULL; i++)
 		env_put(env, &n, extra[i]);
 	snprintf(log_path, log_len, "%s/worker-%s.log", T.dir, id);

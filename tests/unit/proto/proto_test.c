@@ -72,6 +72,8 @@ CODEC(block_list)
 CODEC(block_list_resp)
 CODEC(unblock)
 CODEC(limit_settle_batch)
+CODEC(breaker_state)
+CODEC(worker_stats)
 
 #define CODEC_ENTRY(E, T) [E] = {codec_enc_##T, codec_dec_##T}
 static const struct codec codecs[MSG_MAX] = {
@@ -104,6 +106,8 @@ static const struct codec codecs[MSG_MAX] = {
     CODEC_ENTRY(MSG_BLOCK_LIST_RESP, block_list_resp),
     CODEC_ENTRY(MSG_UNBLOCK, unblock),
     CODEC_ENTRY(MSG_LIMIT_SETTLE_BATCH, limit_settle_batch),
+    CODEC_ENTRY(MSG_BREAKER_STATE, breaker_state),
+    CODEC_ENTRY(MSG_WORKER_STATS, worker_stats),
 };
 
 #define SET(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
@@ -137,6 +141,10 @@ msg_payload(
 	case MSG_USAGE_BATCH:
 		*ret_p = &u->usage_batch.payload;
 		*ret_len = &u->usage_batch.payload_len;
+		return true;
+	case MSG_WORKER_STATS:
+		*ret_p = &u->worker_stats.payload;
+		*ret_len = &u->worker_stats.payload_len;
 		return true;
 	case MSG_BLOCK_LIST_RESP:
 		*ret_p = &u->block_list_resp.payload;
@@ -248,6 +256,8 @@ fill(enum msg_type t, union proto_msg *u)
 		u->chat_resp.chunks = 7;
 		SET(u->chat_resp.upstream_request_id,
 		    "req_011CSHoEeqs5C35K2UUqR7Fy");
+		u->chat_resp.attempts = 3;
+		u->chat_resp.fallback = true;
 		break;
 	case MSG_STREAM_CHUNK:
 		SET(u->stream_chunk.request_id, "chat-1");
@@ -366,6 +376,20 @@ fill(enum msg_type t, union proto_msg *u)
 	case MSG_LIMIT_SETTLE_BATCH:
 		SET(u->limit_settle_batch.request_id, "");
 		u->limit_settle_batch.count = 3;
+		break;
+	case MSG_BREAKER_STATE:
+		SET(u->breaker_state.request_id, "");
+		SET(u->breaker_state.worker_id, "w2");
+		SET(u->breaker_state.provider, "claude");
+		SET(u->breaker_state.target, "fallback");
+		SET(u->breaker_state.state, "open");
+		u->breaker_state.open_until_ms = 1700000030000LL;
+		SET(u->breaker_state.reason, "consecutive_failures");
+		break;
+	case MSG_WORKER_STATS:
+		SET(u->worker_stats.request_id, "");
+		SET(u->worker_stats.worker_id, "w1");
+		u->worker_stats.ts_ms = 1700000000123LL;
 		break;
 	default:
 		ck_abort_msg("no filler for type %d", (int)t);
@@ -993,6 +1017,18 @@ static const struct bound_case bound_cases[] = {
     {MSG_CHAT_RESP, "retry_after_ms", "86400000", 0},
     {MSG_CHAT_RESP, "retry_after_ms", "86400001", -ERANGE},
     {MSG_CHAT_RESP, "chunks", "1000000001", -ERANGE},
+    {MSG_CHAT_RESP, "attempts", "0", 0},
+    {MSG_CHAT_RESP, "attempts", "101", -ERANGE},
+    {MSG_CHAT_RESP, "attempts", "-1", -ERANGE},
+    {MSG_BREAKER_STATE, "state", "\"half_open\"", -ERANGE},
+    {MSG_BREAKER_STATE, "open_until_ms", "0", -ERANGE},
+    {MSG_BREAKER_STATE, "provider", "\"gemini\"", -ERANGE},
+    {MSG_BREAKER_STATE, "target", "\"primary\"", 0},
+    {MSG_BREAKER_STATE, "target", "\"other\"", -ERANGE},
+    {MSG_BREAKER_STATE, "worker_id", "\"\"", -ERANGE},
+    {MSG_BREAKER_STATE, "reason", "\"no way\"", -ERANGE},
+    {MSG_WORKER_STATS, "worker_id", "\"\"", -ERANGE},
+    {MSG_WORKER_STATS, "ts_ms", "-1", -ERANGE},
     {MSG_STREAM_CHUNK, "seq", "0", 0},
     {MSG_STREAM_CHUNK, "request_id", "\"\"", -ERANGE},
     {MSG_CANCEL, "request_id", "\"\"", -ERANGE},

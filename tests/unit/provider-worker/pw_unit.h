@@ -14,6 +14,8 @@ Suite *pw_sse_suite(void);
 Suite *pw_usage_suite(void);
 Suite *pw_map_suite(void);
 Suite *pw_engine_suite(void);
+Suite *pw_breaker_suite(void);
+Suite *pw_xlate_suite(void);
 
 /* Anthropic stream (reference layout, cache split, ping, cumulative
  * output): input 25, cache_read 7, cache writes 5m 3 / 1h 2, output 6. */
