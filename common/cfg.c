@@ -151,7 +151,7 @@ static const struct cfg_var cfg_table[] = {
 	"1/N of every limit in process"},
     {"AI_PROXY_MAX_RETRIES", CFG_T_INT, CFG_PW, "2", 0, 10, OFF(max_retries),
 	"upstream retries per request"},
-    {"AI_PROXY_FALLBACK_MODEL_MAP", CFG_T_STR, CFG_PW, "", 0, 4096,
+    {"AI_PROXY_FALLBACK_MODEL_MAP", CFG_T_STR, CFG_GW | CFG_PW, "", 0, 4096,
 	OFF(fallback_model_map),
 	"failover of non-streamed calls to the other provider when every "
 	"upstream of theirs fails: <model>=<other provider's model>,... (*= "

@@ -245,3 +245,37 @@ models_worst_case(
 	return pico_to_micro_ceil(
 	    (__int128)input_tokens * in + (__int128)max_tokens * m->out);
 }
+
+const struct model *
+models_fallback(const struct model_table *t, const char *map,
+    const struct model *from, const char *want)
+{
+	const struct model *any = NULL, *k, *v;
+	char key[MODEL_ID_MAX + 1], val[MODEL_ID_MAX + 1];
+
+	for (const char *p = map; p != NULL && *p != '\0';) {
+		size_t n = strcspn(p, ","), kl = strcspn(p, "=");
+
+		if (kl < n && kl <= MODEL_ID_MAX &&
+		    n - kl - 1 <= MODEL_ID_MAX) {
+			memcpy(key, p, kl);
+			key[kl] = '\0';
+			memcpy(val, p + kl + 1, n - kl - 1);
+			val[n - kl - 1] = '\0';
+			v = models_lookup(t, val);
+			if (v != NULL && strcmp(v->provider, want) == 0) {
+				if (strcmp(key, "*") == 0) {
+					if (any == NULL)
+						any = v;
+				} else if ((k = models_lookup(t, key)) ==
+					   from) {
+					return v;
+				}
+			}
+		}
+		p += n;
+		if (*p == ',')
+			p++;
+	}
+	return any;
+}

@@ -50,4 +50,13 @@ int64_t models_cost(const struct model *m, const struct model_usage *u);
 int64_t models_worst_case(
     const struct model *m, int64_t input_tokens, int64_t max_tokens);
 
+/*
+ * The model of provider want that from fails over to under map
+ * (AI_PROXY_FALLBACK_MODEL_MAP: "<model>=<model>,...", "*" for any
+ * model): from's own entry (exact id or alias), else the first "*" entry
+ * naming a model of want.  NULL when the map names none.
+ */
+const struct model *models_fallback(const struct model_table *t,
+    const char *map, const struct model *from, const char *want);
+
 #endif

@@ -101,6 +101,26 @@ out:
 	gw_req_unref(r);
 }
 
+int64_t
+gw_limit_worst_case(const struct model_table *t, const char *map,
+    const struct model *m, bool stream, int64_t input_tokens,
+    int64_t max_tokens)
+{
+	const struct model *fb = NULL;
+	int64_t worst = models_worst_case(m, input_tokens, max_tokens), alt;
+
+	/* A non-streamed call may be served by the other provider's model
+	 * (AI_PROXY_FALLBACK_MODEL_MAP): reserve for the dearer of the two,
+	 * or the budget could overshoot by the difference. */
+	if (!stream && map != NULL && map[0] != '\0')
+		fb = models_fallback(t, map, m,
+		    strcmp(m->provider, "claude") == 0 ? "openai" : "claude");
+	if (fb != NULL &&
+	    (alt = models_worst_case(fb, input_tokens, max_tokens)) > worst)
+		worst = alt;
+	return worst;
+}
+
 void
 gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
     int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *))
@@ -128,7 +148,8 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
 	 * providers' rule of thumb), rounded up: the reservation is a
 	 * ceiling, settled to the real cost afterwards. */
 	c.reserve_micro_usd =
-	    models_worst_case(m, (int64_t)text_len / 4 + 1, max_tokens);
+	    gw_limit_worst_case(gw->models, gw->cfg->fallback_model_map, m,
+		r->is_stream, (int64_t)text_len / 4 + 1, max_tokens);
 	r->reserved_micro_usd = c.reserve_micro_usd;
 	if (subject_injection_scan(text, text_len, &inj) == 0 && inj.points)
 		log_warn(r->request_id, "prompt-injection pattern",

@@ -637,43 +637,6 @@ attempt_admit(struct pw_engine *e, struct pw_call *c, int t, int64_t *retry)
 #define PW_XTARGET          PW_TARGET(1 - (int)c->prov, PW_SLOT_PRIMARY)
 #define PW_XLATE_MAX_TOKENS 1024 /* an OpenAI call that names none */
 
-/* The model of provider want that model id fails over to: its own entry
- * (exact id or alias), else the first "*" entry of that provider.  NULL
- * when the map names none. */
-static const struct model *
-xmap_lookup(
-    const struct pw_engine *e, const struct model *from, const char *want)
-{
-	const struct model *any = NULL, *k, *v;
-	char key[MODEL_ID_MAX + 1], val[MODEL_ID_MAX + 1];
-
-	for (const char *p = e->xmap; p != NULL && *p != '\0';) {
-		size_t n = strcspn(p, ","), kl = strcspn(p, "=");
-
-		if (kl < n && kl <= MODEL_ID_MAX &&
-		    n - kl - 1 <= MODEL_ID_MAX) {
-			memcpy(key, p, kl);
-			key[kl] = '\0';
-			memcpy(val, p + kl + 1, n - kl - 1);
-			val[n - kl - 1] = '\0';
-			v = models_lookup(e->models, val);
-			if (v != NULL && strcmp(v->provider, want) == 0) {
-				if (strcmp(key, "*") == 0) {
-					if (any == NULL)
-						any = v;
-				} else if ((k = models_lookup(
-						e->models, key)) == from) {
-					return v;
-				}
-			}
-		}
-		p += n;
-		if (*p == ',')
-			p++;
-	}
-	return any;
-}
-
 /* Whether c may fail over to the other provider; prepares the translated
  * request on first use. */
 static bool
@@ -689,7 +652,8 @@ cross_ready(struct pw_engine *e, struct pw_call *c)
 	if (c->xbody != NULL)
 		return true;
 	c->xfailed = true;
-	if ((c->xmodel = xmap_lookup(e, c->model, pw_prov_str(other))) == NULL)
+	if ((c->xmodel = models_fallback(
+		 e->models, e->xmap, c->model, pw_prov_str(other))) == NULL)
 		return false;
 	if (c->prov == PW_PROV_CLAUDE)
 		rv = pw_xlate_req_claude_to_openai(c->req.payload,
