@@ -122,6 +122,100 @@ usage_sender_emit(struct usage_sender *s, const struct msg_usage_event *ev)
 	return rv == -ENOSPC ? -ENOSPC : -EIO;
 }
 
+int
+usage_sender_emit_many(
+    struct usage_sender *s, const struct msg_usage_event *const evs[], size_t n)
+{
+	struct msg_usage_event *u;
+	char **enc;
+	size_t *len, filled = 0;
+	int64_t seq, last = 0;
+	int rv = 0, bad = 0;
+
+	if (n == 1)
+		return usage_sender_emit(s, evs[0]);
+	u = calloc(n, sizeof(*u));
+	enc = calloc(n, sizeof(*enc));
+	len = calloc(n, sizeof(*len));
+	if (u == NULL || enc == NULL || len == NULL) {
+		/* One at a time needs no more memory than emit itself. */
+		free(u);
+		free(enc);
+		free(len);
+		for (size_t i = 0; i < n; i++) {
+			int r = usage_sender_emit(s, evs[i]);
+
+			if (rv == 0)
+				rv = r;
+		}
+		return rv;
+	}
+	/* Fill, encode and write every event; a bad encoding skips one. */
+	pthread_mutex_lock(&s->emit_mu);
+	for (size_t i = 0; i < n && rv == 0; i++) {
+		u[i] = *evs[i];
+		filled = i + 1;
+		if (u[i].event_id[0] == '\0')
+			id_new("evt_", u[i].event_id, sizeof(u[i].event_id));
+		memcpy(u[i].worker_id, s->stream, sizeof(u[i].worker_id));
+		u[i].seq = journal_last_seq(s->j) + 1;
+		if (msg_usage_event_encode(&u[i], &enc[i], &len[i]) != 0) {
+			enc[i] = NULL;
+			log_error(u[i].request_id,
+			    "usage event does not encode",
+			    LF_S("event_id", u[i].event_id));
+			bad = -EINVAL;
+			continue;
+		}
+		if ((rv = journal_write(s->j, enc[i], len[i], &seq)) == 0)
+			last = seq;
+	}
+	pthread_mutex_unlock(&s->emit_mu);
+	if (rv == 0 && last > 0)
+		rv = journal_sync(s->j, last);
+
+	for (size_t i = 0; i < n; i++) {
+		if (rv == 0) {
+			if (enc[i] != NULL) {
+				atomic_fetch_add(&s->emitted, 1);
+				us_publish(s, enc[i], len[i]);
+			}
+			continue;
+		}
+		/* Not durable: as usage_sender_emit, each goes out with seq 0
+		 * (outside catch-up) and the sender is no longer ready. */
+		if (i < filled && enc[i] == NULL)
+			continue; /* does not encode: logged above */
+		if (i >= filled) {
+			u[i] = *evs[i];
+			if (u[i].event_id[0] == '\0')
+				id_new("evt_", u[i].event_id,
+				    sizeof(u[i].event_id));
+			memcpy(
+			    u[i].worker_id, s->stream, sizeof(u[i].worker_id));
+		}
+		atomic_fetch_add(&s->journal_errors, 1);
+		log_error(u[i].request_id, "usage event not journaled",
+		    LF_S("event_id", u[i].event_id),
+		    LF_S("error", strerror(-rv)));
+		free(enc[i]);
+		enc[i] = NULL;
+		u[i].seq = 0;
+		if (msg_usage_event_encode(&u[i], &enc[i], &len[i]) == 0)
+			us_publish(s, enc[i], len[i]);
+	}
+	for (size_t i = 0; i < n; i++)
+		free(enc[i]);
+	if (rv != 0)
+		atomic_store(&s->ready, false);
+	free(u);
+	free(enc);
+	free(len);
+	if (rv != 0)
+		return rv == -ENOSPC ? -ENOSPC : -EIO;
+	return bad;
+}
+
 bool
 usage_sender_ready(struct usage_sender *s)
 {

@@ -84,6 +84,14 @@ int usage_sender_open(
  * event was published with seq 0 only, and the sender is not ready.
  */
 int usage_sender_emit(struct usage_sender *s, const struct msg_usage_event *ev);
+/*
+ * The same for n events at once: all written, then one fdatasync for them
+ * all, then published.  An event that does not encode is logged and left
+ * out; a write or sync failure makes every event of the call go out with
+ * seq 0 only and the sender not ready.  0, or the first error.
+ */
+int usage_sender_emit_many(struct usage_sender *s,
+    const struct msg_usage_event *const evs[], size_t n);
 /* Whether billable requests may be accepted (see above). */
 bool usage_sender_ready(struct usage_sender *s);
 /* "<worker_id>:<epoch>", borrowed from s. */

@@ -28,8 +28,9 @@
 #define PW_DAEMON "provider-worker"
 /* After the last reply, before the sockets close: time for what nng
  * still holds (replies, usage events, chunks) to reach the wire. */
-#define PW_LINGER_MS 100
-#define PW_EMITTERS  4 /* threads journaling usage events */
+#define PW_LINGER_MS  100
+#define PW_EMITTERS   4  /* threads journaling usage events */
+#define PW_EMIT_BATCH 64 /* events one of them journals at once */
 
 struct pw_usage_item {
 	struct pw_usage_item *next;
@@ -196,27 +197,44 @@ reply_chat(struct pw_call *c)
 	free(enc);
 }
 
-/* Journals and sends the queued usage events; several threads, so the
- * journal's group commit shares one fdatasync among them. */
+/* Journals and sends the queued usage events: each thread takes all that
+ * is queued (up to PW_EMIT_BATCH) for one write pass and one fdatasync,
+ * and the journal's group commit shares a sync among the threads too. */
 static void *
 emitter_main(void *arg)
 {
 	struct pw_server *s = arg;
-	struct pw_usage_item *it;
+	const struct msg_usage_event *evs[PW_EMIT_BATCH];
+	struct pw_usage_item *it, *batch, *last, *next;
+	size_t n;
 
 	pthread_mutex_lock(&s->umu);
 	for (;;) {
 		while (s->uhead == NULL && !s->ustop)
 			pthread_cond_wait(&s->ucv, &s->umu);
-		if ((it = s->uhead) == NULL)
+		if (s->uhead == NULL)
 			break; /* stopping, and nothing left */
-		if ((s->uhead = it->next) == NULL)
+		/* Everything queued (up to a batch) shares one write pass and
+		 * one fdatasync. */
+		batch = s->uhead;
+		last = NULL;
+		n = 0;
+		for (it = batch; it != NULL && n < PW_EMIT_BATCH;
+		     it = it->next) {
+			evs[n++] = &it->ev;
+			last = it;
+		}
+		if ((s->uhead = last->next) == NULL)
 			s->utail = NULL;
+		last->next = NULL;
 		pthread_mutex_unlock(&s->umu);
 		/* On failure the sender has logged it and stops being ready:
 		 * new billable calls get 503 journal_unavailable. */
-		usage_sender_emit(s->usage, &it->ev);
-		free(it);
+		usage_sender_emit_many(s->usage, evs, n);
+		for (it = batch; it != NULL; it = next) {
+			next = it->next;
+			free(it);
+		}
 		pthread_mutex_lock(&s->umu);
 	}
 	pthread_mutex_unlock(&s->umu);

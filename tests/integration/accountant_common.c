@@ -587,10 +587,25 @@ ait_body_exact_costs(bool pg)
 	ait_db_open(&d, pg, dir, "costs");
 	ait_acct_start(&a, dir, d.url);
 	s = ait_sender_open(&a, dir, "w1");
-	for (int i = 1; i <= n; i++) {
+	/* The first half one by one, the rest in batches of 7 (one
+	 * fdatasync each), as the worker's emitters send them. */
+	for (int i = 1; i <= n / 2; i++) {
 		ait_event(&ev, i, i % 2 ? "alice" : "bob", now);
 		ck_assert_int_eq(usage_sender_emit(s, &ev), 0);
 		expect += ev.cost_micro_usd;
+	}
+	for (int i = n / 2 + 1; i <= n; i += 7) {
+		struct msg_usage_event evs[7];
+		const struct msg_usage_event *pe[7];
+		size_t k = 0;
+
+		for (; k < 7 && i + (int)k <= n; k++) {
+			ait_event(&evs[k], i + (int)k,
+			    (i + (int)k) % 2 ? "alice" : "bob", now);
+			pe[k] = &evs[k];
+			expect += evs[k].cost_micro_usd;
+		}
+		ck_assert_int_eq(usage_sender_emit_many(s, pe, k), 0);
 	}
 	ait_sender_drain(s, n, 30000);
 
