@@ -8,8 +8,9 @@
 
 #include <jansson.h>
 
-/* The text of an Anthropic content value (string or text blocks), as a
- * new string; -ENOTSUP for any other block. */
+/* The text of a content value, as a new string: a string, or an array of
+ * {"type":"text","text":...} (Anthropic's text blocks and OpenAI's text
+ * parts have that same shape); -ENOTSUP for any other block or part. */
 static int
 content_text(const json_t *c, json_t **ret)
 {
@@ -179,48 +180,6 @@ pw_xlate_map_check(
 	return 0;
 }
 
-/* The text of an OpenAI content value (string or text parts). */
-static int
-oa_content_text(const json_t *c, json_t **ret)
-{
-	json_t *part;
-	size_t i;
-	char *all = NULL;
-	size_t n = 0;
-
-	if (json_is_string(c)) {
-		*ret = json_string(json_string_value(c));
-		return *ret != NULL ? 0 : -ENOMEM;
-	}
-	if (!json_is_array(c))
-		return -EINVAL;
-	json_array_foreach(c, i, part) {
-		const char *t =
-		    json_string_value(json_object_get(part, "type"));
-		const char *s =
-		    json_string_value(json_object_get(part, "text"));
-		size_t k;
-		char *p;
-
-		if (t == NULL || strcmp(t, "text") != 0 || s == NULL) {
-			free(all);
-			return -ENOTSUP;
-		}
-		k = strlen(s);
-		if ((p = realloc(all, n + k + 1)) == NULL) {
-			free(all);
-			return -ENOMEM;
-		}
-		all = p;
-		memcpy(all + n, s, k);
-		n += k;
-		all[n] = '\0';
-	}
-	*ret = json_stringn(all != NULL ? all : "", n);
-	free(all);
-	return *ret != NULL ? 0 : -ENOMEM;
-}
-
 int
 pw_xlate_req_openai_to_claude(const char *body, size_t len, const char *model,
     long default_max_tokens, char **ret, size_t *ret_len)
@@ -260,8 +219,8 @@ pw_xlate_req_openai_to_claude(const char *body, size_t len, const char *model,
 		rv = -EINVAL;
 		if (role == NULL)
 			goto done;
-		if ((rv = oa_content_text(
-			 json_object_get(m, "content"), &text)) != 0)
+		if ((rv = content_text(json_object_get(m, "content"), &text)) !=
+		    0)
 			goto done;
 		if (strcmp(role, "system") == 0 ||
 		    strcmp(role, "developer") == 0) {
