@@ -60,6 +60,7 @@ struct cfg {
 	char *database_url;
 	char *log_level;
 	bool debug;
+	int64_t shutdown_timeout_seconds;
 	char *claude_base_url;
 	char *openai_base_url;
 	char *host;

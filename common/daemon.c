@@ -8,10 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "models.h"
+
+/* AI_PROXY_SHUTDOWN_TIMEOUT_SECONDS, for the watchdog. */
+static int64_t stop_max_s = DAEMON_STOP_MAX_S;
 
 static void
 daemon_usage(const char *name)
@@ -91,6 +95,7 @@ daemon_setup(
 		cfg_free(ret);
 		exit(0);
 	}
+	stop_max_s = ret->shutdown_timeout_seconds;
 	if (log_level_parse(ret->log_level, &lvl) == 0)
 		log_set_level(ret->debug ? LOG_LVL_DEBUG : lvl);
 	cfg_log(ret, mask);
@@ -102,9 +107,33 @@ daemon_setup(
 	signal(SIGPIPE, SIG_IGN);
 }
 
+/*
+ * Runs once the stop signal has come: a shutdown still running after
+ * AI_PROXY_SHUTDOWN_TIMEOUT_SECONDS (a drain takes 5 s; nng 1.5's nng_close()
+ * can hang when a peer vanished mid-handshake) ends the process.  Nothing is
+ * lost by it: usage events not yet in the database are in the workers'
+ * journals, and in-process limits die with the process anyway.  Further
+ * stop signals are ignored meanwhile (they stay blocked).
+ */
+static void *
+stop_watchdog(void *arg)
+{
+	struct timespec ts = {(time_t)stop_max_s, 0};
+
+	(void)arg;
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	log_error(NULL, "shutdown still running: exiting now",
+	    LF_I("seconds", stop_max_s));
+	_exit(EXIT_FAILURE);
+	return NULL;
+}
+
 int
 daemon_wait_signal(void)
 {
+	pthread_attr_t attr;
+	pthread_t t;
 	sigset_t set;
 	int sig = 0;
 
@@ -113,6 +142,12 @@ daemon_wait_signal(void)
 	sigaddset(&set, SIGTERM);
 	while (sigwait(&set, &sig) != 0)
 		;
+	if (pthread_attr_init(&attr) == 0) {
+		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &attr, stop_watchdog, NULL) != 0)
+			log_warn(NULL, "no shutdown watchdog");
+		pthread_attr_destroy(&attr);
+	}
 	return sig;
 }
 

@@ -16,7 +16,12 @@
  */
 void daemon_setup(
     int argc, char **argv, const char *name, unsigned mask, struct cfg *ret);
-/* Blocks until SIGINT or SIGTERM arrives; returns the signal number. */
+/* Seconds a shutdown may take before the process ends itself, unless
+ * AI_PROXY_SHUTDOWN_TIMEOUT_SECONDS says otherwise. */
+#define DAEMON_STOP_MAX_S 30
+/* Blocks until SIGINT or SIGTERM arrives; returns the signal number.
+ * A shutdown still running AI_PROXY_SHUTDOWN_TIMEOUT_SECONDS later ends
+ * the process with exit status 1 (a watchdog thread). */
 int daemon_wait_signal(void);
 /* Creates path and its parents (mode 0700). */
 int daemon_mkdirs(const char *path);

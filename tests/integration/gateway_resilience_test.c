@@ -179,6 +179,47 @@ START_TEST(test_sigterm_drains)
 }
 END_TEST
 
+/* A worker whose shutdown outlasts AI_PROXY_SHUTDOWN_TIMEOUT_SECONDS (a
+ * call still in flight, grace 5 s) ends itself: exit 1 after ~1 s, said
+ * in its log, and the client gets an error, not a hang. */
+START_TEST(test_shutdown_watchdog)
+{
+	static const char *const wenv[] = {
+	    "AI_PROXY_SHUTDOWN_TIMEOUT_SECONDS=1", NULL};
+	struct suite s;
+	struct suite_opts o = {
+	    .workers = 1, .no_rl_acct = true, .worker_env = wenv};
+	struct call c = {.path = "/api/v1/ai-proxy/openai/chat",
+	    .body = "{\"messages\":[{\"role\":\"user\","
+		    "\"content\":\"slow [[mock:latency-ms=4000]]\"}]}",
+	    .rid = "watchdog-1"};
+	pthread_t th;
+	int64_t t0, ms;
+	int st;
+
+	ck_assert_int_eq(suite_start(&s, &o), 0);
+	c.s = &s;
+	ck_assert_int_eq(pthread_create(&th, NULL, call_main, &c), 0);
+	wait_upstream(&s, "watchdog-1");
+	t0 = clock_mono_ms();
+	st = h_proc_stop(&s.workers[0], SIGTERM, 8000);
+	ms = clock_mono_ms() - t0;
+	s.worker_up[0] = false;
+	ck_assert_msg(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 1,
+	    "worker exit status %d", st);
+	ck_assert_msg(
+	    ms < 3000, "the worker took %lld ms to stop", (long long)ms);
+	ck_assert_int_eq(h_wait_file_contains(s.workers[0].log_path,
+			     "shutdown still running", 1000),
+	    0);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(c.rv, 0);
+	ck_assert_msg(c.r.status >= 500, "status %ld", c.r.status);
+	h_resp_free(&c.r);
+	suite_stop(&s);
+}
+END_TEST
+
 static Suite *
 gateway_resilience_suite(void)
 {
@@ -189,6 +230,7 @@ gateway_resilience_suite(void)
 	tcase_add_test(tc, test_worker_killed_mid_request);
 	tcase_add_test(tc, test_worker_killed_mid_stream);
 	tcase_add_test(tc, test_sigterm_drains);
+	tcase_add_test(tc, test_shutdown_watchdog);
 	suite_add_tcase(s, tc);
 	return s;
 }
