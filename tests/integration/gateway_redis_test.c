@@ -67,6 +67,9 @@
 static const char *const env_requests[] = {"AI_PROXY_RATE_LIMIT_PER_MINUTE=6",
     "AI_PROXY_RATE_LIMIT_PER_HOUR=1000", "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=30",
     COMMON_ENV, NULL};
+static const char *const env_minute60[] = {"AI_PROXY_RATE_LIMIT_PER_MINUTE=60",
+    "AI_PROXY_RATE_LIMIT_PER_HOUR=1000",
+    "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=1000", COMMON_ENV, NULL};
 static const char *const env_hour[] = {"AI_PROXY_RATE_LIMIT_PER_MINUTE=1000",
     "AI_PROXY_RATE_LIMIT_PER_HOUR=5", "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=1000",
     COMMON_ENV, NULL};
@@ -140,6 +143,12 @@ static void
 setup_requests(void)
 {
 	pairs_start(env_requests);
+}
+
+static void
+setup_minute60(void)
+{
+	pairs_start(env_minute60);
 }
 
 static void
@@ -387,6 +396,91 @@ START_TEST(test_minute)
 	printf("minute: Retry-After %ld s, admitted after %lld ms\n", ra,
 	    (long long)admitted_ms);
 	ck_assert_int_ge(admitted_ms, (ra - 1) * 1000 - 250);
+}
+END_TEST
+
+/* The issue's own numbers: 60 a minute.  60 requests at once over both
+ * gateways are all admitted; the 61st is refused with Retry-After 1 (GCRA
+ * gives one back per second), unless the 60 took longer than that, when
+ * each second that passed may admit one more; after Retry-After it is
+ * admitted. */
+#define M60_THREADS 6
+
+struct m60 {
+	atomic_int next, ok, other;
+};
+
+static void *
+m60_main(void *arg)
+{
+	struct m60 *m = arg;
+	struct h_resp r;
+	int i;
+
+	while ((i = atomic_fetch_add(&m->next, 1)) < 60) {
+		long st = chat(i % 2, "198.51.100.60", "redis-minute60-session",
+		    NULL, NULL, &r);
+
+		atomic_fetch_add(st == 200 ? &m->ok : &m->other, 1);
+		h_resp_free(&r);
+	}
+	return NULL;
+}
+
+START_TEST(test_minute_60)
+{
+	struct m60 m = {0};
+	pthread_t t[M60_THREADS];
+	struct h_resp r;
+	char code[64];
+	int64_t t0, t60, t429;
+	long st, ra;
+	int extra = 0;
+
+	if (!T_up)
+		return;
+	t0 = clock_mono_ms();
+	for (int i = 0; i < M60_THREADS; i++)
+		ck_assert_int_eq(pthread_create(&t[i], NULL, m60_main, &m), 0);
+	for (int i = 0; i < M60_THREADS; i++)
+		pthread_join(t[i], NULL);
+	t60 = clock_mono_ms();
+	ck_assert_int_eq(atomic_load(&m.ok), 60);
+	ck_assert_int_eq(atomic_load(&m.other), 0);
+	for (;;) {
+		st = chat(extra % 2, "198.51.100.60", "redis-minute60-session",
+		    NULL, NULL, &r);
+		if (st != 200)
+			break;
+		h_resp_free(&r);
+		extra++;
+		ck_assert_msg(extra <= (clock_mono_ms() - t0) / 1000 + 1,
+		    "%d admitted past 60 within %lld ms", extra,
+		    (long long)(clock_mono_ms() - t0));
+	}
+	t429 = clock_mono_ms();
+	ck_assert_int_eq(st, 429);
+	ck_assert_str_eq(err_code(&r, code, sizeof(code)), "rate_limit_minute");
+	ra = header_long(&r, "Retry-After");
+	ck_assert_int_eq(ra, 1);
+	ck_assert_int_eq(header_long(&r, "X-RateLimit-Limit"), 60);
+	ck_assert_int_eq(header_long(&r, "X-RateLimit-Remaining"), 0);
+	h_resp_free(&r);
+	printf("minute60: 60 admitted in %lld ms, %d more, then 429 "
+	       "Retry-After %ld\n",
+	    (long long)(t60 - t0), extra, ra);
+	/* After Retry-After, admitted again (polled: one second, rounded). */
+	for (int k = 0;; k++) {
+		st = chat(k % 2, "198.51.100.60", "redis-minute60-session",
+		    NULL, NULL, &r);
+		h_resp_free(&r);
+		if (st == 200)
+			break;
+		ck_assert_int_eq(st, 429);
+		ck_assert_msg(clock_mono_ms() < t429 + (ra + 2) * 1000,
+		    "not admitted %ld s after Retry-After", ra + 2);
+		nap_ms(100);
+	}
 }
 END_TEST
 
@@ -993,6 +1087,12 @@ redis_limits_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_minute);
 	tcase_add_test(tc, test_ip_cap);
+	suite_add_tcase(su, tc);
+
+	tc = tcase_create("minute60");
+	tcase_add_unchecked_fixture(tc, setup_minute60, pairs_stop);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_minute_60);
 	suite_add_tcase(su, tc);
 
 	tc = tcase_create("hour");
