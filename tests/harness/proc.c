@@ -14,6 +14,9 @@
 #include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,8 +122,9 @@ h_bin_path(const char *name)
 	return proc_find(h_build_dir(), name, 0);
 }
 
-int
-h_free_port(void)
+/* A free port from bind(0): in the ephemeral range. */
+static int
+free_port_kernel(void)
 {
 	struct sockaddr_in sa;
 	socklen_t len = sizeof(sa);
@@ -142,6 +146,74 @@ h_free_port(void)
 	port = ntohs(sa.sin_port);
 	close(fd);
 	return port;
+}
+
+/* Whether 127.0.0.1:port can be bound now. */
+static bool
+port_free(int port)
+{
+	struct sockaddr_in sa;
+	bool ok;
+	int fd;
+
+	if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return false;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons((uint16_t)port);
+	ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/*
+ * A port below the kernel's ephemeral range (ip_local_port_range), so that
+ * no outgoing connection takes it as its source port between now and the
+ * listen; picked at random to keep parallel tests apart.  Falls back to
+ * bind(0).
+ */
+int
+h_free_port(void)
+{
+	static _Atomic uint64_t state;
+	int low = 32768, high, span;
+	uint64_t x;
+	FILE *f;
+
+	if ((f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) !=
+	    NULL) {
+		char line[64];
+
+		if (fgets(line, sizeof(line), f) != NULL)
+			low = (int)strtol(line, NULL, 10);
+		fclose(f);
+	}
+	high = low - 1;
+	if (high > 32767)
+		high = 32767;
+	span = high - 15000;
+	if (span < 1000)
+		return free_port_kernel();
+	x = atomic_load(&state);
+	if (x == 0)
+		x = ((uint64_t)getpid() << 32) ^ (uint64_t)time(NULL) ^
+		    (uint64_t)(uintptr_t)&x;
+	for (int i = 0; i < 64; i++) {
+		int port;
+
+		/* xorshift64 */
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		port = 15000 + (int)(x % (uint64_t)span);
+		if (port_free(port)) {
+			atomic_store(&state, x);
+			return port;
+		}
+	}
+	atomic_store(&state, x);
+	return free_port_kernel();
 }
 
 char *

@@ -91,6 +91,20 @@ url_free_port(char *out, size_t n)
 	snprintf(out, n, "tcp://127.0.0.1:%d", port);
 }
 
+/* Listens on a free port: one found free may be taken before the listen
+ * (another test, a connection's source port), so a few tries. */
+static void
+listen_free(nng_socket s, char *url, size_t n)
+{
+	int rv = NNG_EADDRINUSE;
+
+	for (int i = 0; i < 5 && rv == NNG_EADDRINUSE; i++) {
+		url_free_port(url, n);
+		rv = nng_listen(s, url, NULL, 0);
+	}
+	ck_assert_msg(rv == 0, "listen %s: %s", url, nng_strerror(rv));
+}
+
 static void
 sockets_open(void)
 {
@@ -107,14 +121,10 @@ sockets_open(void)
 	nng_pipe_notify(T.req, NNG_PIPE_EV_ADD_POST, pipe_added, &T.req_pipes);
 	nng_pipe_notify(T.pub, NNG_PIPE_EV_ADD_POST, pipe_added, &T.pub_pipes);
 	nng_pipe_notify(T.sub, NNG_PIPE_EV_ADD_POST, pipe_added, &T.sub_pipes);
-	url_free_port(T.worker_url, sizeof(T.worker_url));
-	url_free_port(T.stream_url, sizeof(T.stream_url));
-	url_free_port(T.control_url, sizeof(T.control_url));
-	url_free_port(T.usage_url, sizeof(T.usage_url));
-	ck_assert_int_eq(nng_listen(T.req, T.worker_url, NULL, 0), 0);
-	ck_assert_int_eq(nng_listen(T.pull, T.stream_url, NULL, 0), 0);
-	ck_assert_int_eq(nng_listen(T.pub, T.control_url, NULL, 0), 0);
-	ck_assert_int_eq(nng_listen(T.sub, T.usage_url, NULL, 0), 0);
+	listen_free(T.req, T.worker_url, sizeof(T.worker_url));
+	listen_free(T.pull, T.stream_url, sizeof(T.stream_url));
+	listen_free(T.pub, T.control_url, sizeof(T.control_url));
+	listen_free(T.sub, T.usage_url, sizeof(T.usage_url));
 }
 
 /* env: "NAME=value" entries; an entry of extra replaces the default of
