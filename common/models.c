@@ -209,6 +209,15 @@ models_at(const struct model_table *t, size_t i)
 	return i < t->n ? &t->models[i] : NULL;
 }
 
+size_t
+models_index(const struct model_table *t, const struct model *m)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (&t->models[i] == m)
+			return i;
+	return t->n;
+}
+
 /* Sum of tokens x price (pico-USD), then up to micro-USD.  Token counts
  * are bounded (<= 1e9) and prices (<= 1e12), so __int128 never wraps. */
 static int64_t

@@ -43,6 +43,8 @@ const struct model *models_lookup(
     const struct model_table *t, const char *name);
 size_t models_count(const struct model_table *t);
 const struct model *models_at(const struct model_table *t, size_t i);
+/* i such that models_at(t, i) == m; models_count(t) when m is not t's. */
+size_t models_index(const struct model_table *t, const struct model *m);
 /* Cost in micro-USD, rounded up (never under-bills). */
 int64_t models_cost(const struct model *m, const struct model_usage *u);
 /* Worst case before the call: input_tokens at the input price plus

@@ -62,6 +62,8 @@ gw_start(const struct cfg *cfg, struct gw **ret)
 		log_error(NULL, "AI_PROXY_CORS_ORIGINS is invalid");
 		goto fail;
 	}
+	if ((rv = gw_limit_fallbacks(gw)) != 0)
+		goto fail;
 	gw->vcfg.models = gw->models;
 	gw->vcfg.default_model = cfg->default_model;
 	gw->vcfg.max_tokens = cfg->max_tokens;
@@ -177,6 +179,7 @@ gw_free(struct gw *gw)
 	if (gw == NULL)
 		return;
 	gw_limit_fini(gw);
+	free(gw->fallback);
 	models_free(gw->models);
 	gw_cors_free(gw->cors);
 	gw_providers_free(gw);

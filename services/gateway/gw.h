@@ -159,6 +159,10 @@ struct gw_req {
 struct gw {
 	const struct cfg *cfg; /* borrowed */
 	struct model_table *models;
+	/* Per model (models_index): the model a non-streamed call of it may
+	 * fail over to under AI_PROXY_FALLBACK_MODEL_MAP, or NULL; NULL when
+	 * the map is empty.  Built at start. */
+	const struct model **fallback;
 	struct gw_cors *cors;
 	struct gw_vcfg vcfg;
 	struct MHD_Daemon *mhd;
@@ -268,11 +272,12 @@ void gw_limit_subject(struct gw_req *r, const char *bearer);
 void gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
     int64_t max_tokens, const struct model *m, void (*fn)(struct gw_req *));
 void gw_limit_settle(struct gw_req *r, int64_t actual_micro_usd);
-/* The cost reserved for a call of model m: its worst case, or the worst
- * case of the model it may fail over to (map, non-streamed), the dearer. */
-int64_t gw_limit_worst_case(const struct model_table *t, const char *map,
-    const struct model *m, bool stream, int64_t input_tokens,
-    int64_t max_tokens);
+/* The cost reserved for a call of model m: its worst case, or that of fb,
+ * the model it may fail over to (non-streamed calls only), the dearer. */
+int64_t gw_limit_worst_case(const struct model *m, const struct model *fb,
+    bool stream, int64_t input_tokens, int64_t max_tokens);
+/* Fills gw->fallback from AI_PROXY_FALLBACK_MODEL_MAP.  0 or -ENOMEM. */
+int gw_limit_fallbacks(struct gw *gw);
 /* The settle batcher: init at start; flush sends what is gathered and
  * makes every later settle go at once (before the ratelimiter socket
  * closes); fini frees it. */

@@ -102,23 +102,37 @@ out:
 }
 
 int64_t
-gw_limit_worst_case(const struct model_table *t, const char *map,
-    const struct model *m, bool stream, int64_t input_tokens,
-    int64_t max_tokens)
+gw_limit_worst_case(const struct model *m, const struct model *fb, bool stream,
+    int64_t input_tokens, int64_t max_tokens)
 {
-	const struct model *fb = NULL;
 	int64_t worst = models_worst_case(m, input_tokens, max_tokens), alt;
 
-	/* A non-streamed call may be served by the other provider's model
-	 * (AI_PROXY_FALLBACK_MODEL_MAP): reserve for the dearer of the two,
-	 * or the budget could overshoot by the difference. */
-	if (!stream && map != NULL && map[0] != '\0')
-		fb = models_fallback(t, map, m,
-		    strcmp(m->provider, "claude") == 0 ? "openai" : "claude");
-	if (fb != NULL &&
+	/* A non-streamed call may be served by the other provider's model:
+	 * reserve for the dearer of the two, or the budget could overshoot
+	 * by the difference. */
+	if (!stream && fb != NULL &&
 	    (alt = models_worst_case(fb, input_tokens, max_tokens)) > worst)
 		worst = alt;
 	return worst;
+}
+
+int
+gw_limit_fallbacks(struct gw *gw)
+{
+	const char *map = gw->cfg->fallback_model_map;
+	size_t n = models_count(gw->models);
+
+	if (map == NULL || map[0] == '\0')
+		return 0;
+	if ((gw->fallback = calloc(n, sizeof(*gw->fallback))) == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		const struct model *m = models_at(gw->models, i);
+
+		gw->fallback[i] = models_fallback(gw->models, map, m,
+		    strcmp(m->provider, "claude") == 0 ? "openai" : "claude");
+	}
+	return 0;
 }
 
 void
@@ -147,9 +161,10 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
 	/* Input tokens are estimated from the bytes (4 per token, as the
 	 * providers' rule of thumb), rounded up: the reservation is a
 	 * ceiling, settled to the real cost afterwards. */
-	c.reserve_micro_usd =
-	    gw_limit_worst_case(gw->models, gw->cfg->fallback_model_map, m,
-		r->is_stream, (int64_t)text_len / 4 + 1, max_tokens);
+	c.reserve_micro_usd = gw_limit_worst_case(m,
+	    gw->fallback != NULL ? gw->fallback[models_index(gw->models, m)]
+				 : NULL,
+	    r->is_stream, (int64_t)text_len / 4 + 1, max_tokens);
 	r->reserved_micro_usd = c.reserve_micro_usd;
 	if (subject_injection_scan(text, text_len, &inj) == 0 && inj.points)
 		log_warn(r->request_id, "prompt-injection pattern",

@@ -16,8 +16,6 @@
 
 #include "clock.h"
 #include "jwt.h"
-#include "nngx.h"
-#include "proto.h"
 #include "suite.h"
 
 #define JWT_SECRET "limits-test-secret-0123456789abcdef"
@@ -271,30 +269,17 @@ settle_chat_main(void *arg)
 	return NULL;
 }
 
-/* The gateway's status payload member name, or -1. */
+/* A counter of the gateway's status payload, or -1. */
 static long long
 gateway_counter(struct suite *s, const char *name)
 {
-	struct msg_status_req q;
-	struct msg_status_resp a;
-	char *buf = NULL, *reply = NULL;
-	size_t len, rlen;
+	json_t *j = suite_gateway_status(s);
 	long long v = -1;
-	json_t *j;
 
-	memset(&q, 0, sizeof(q));
-	snprintf(q.what, sizeof(q.what), "health");
-	ck_assert_int_eq(msg_status_req_encode(&q, &buf, &len), 0);
-	ck_assert_int_eq(
-	    nngx_call(s->gateway_url, buf, len, 1000, &reply, &rlen), 0);
-	free(buf);
-	if (msg_status_resp_decode(reply, rlen, &a) == 0 &&
-	    (j = json_loadb(a.payload, a.payload_len, 0, NULL)) != NULL) {
-		if (json_is_integer(json_object_get(j, name)))
-			v = json_integer_value(json_object_get(j, name));
-		json_decref(j);
-	}
-	free(reply);
+	ck_assert_ptr_nonnull(j);
+	if (json_is_integer(json_object_get(j, name)))
+		v = json_integer_value(json_object_get(j, name));
+	json_decref(j);
 	return v;
 }
 

@@ -175,32 +175,38 @@ suite_add_worker(struct suite *s)
 	return 0;
 }
 
-int
-suite_workers_connected(struct suite *s)
+json_t *
+suite_gateway_status(const struct suite *s)
 {
 	struct msg_status_req q;
 	struct msg_status_resp a;
 	char *buf = NULL, *reply = NULL;
 	size_t len, rlen;
-	json_t *j;
-	int rv, n = -EPROTO;
+	json_t *j = NULL;
 
 	memset(&q, 0, sizeof(q));
 	snprintf(q.what, sizeof(q.what), "health");
-	if ((rv = msg_status_req_encode(&q, &buf, &len)) != 0)
-		return rv;
-	rv = nngx_call(s->gateway_url, buf, len, 1000, &reply, &rlen);
+	if (msg_status_req_encode(&q, &buf, &len) != 0)
+		return NULL;
+	if (nngx_call(s->gateway_url, buf, len, 1000, &reply, &rlen) == 0 &&
+	    msg_status_resp_decode(reply, rlen, &a) == 0)
+		j = json_loadb(a.payload, a.payload_len, 0, NULL);
 	free(buf);
-	if (rv != 0)
-		return rv;
-	if (msg_status_resp_decode(reply, rlen, &a) == 0 &&
-	    (j = json_loadb(a.payload, a.payload_len, 0, NULL)) != NULL) {
-		if (json_is_integer(json_object_get(j, "workers")))
-			n = (int)json_integer_value(
-			    json_object_get(j, "workers"));
-		json_decref(j);
-	}
 	free(reply);
+	return j;
+}
+
+int
+suite_workers_connected(struct suite *s)
+{
+	json_t *j = suite_gateway_status(s);
+	int n = -EPROTO;
+
+	if (j == NULL)
+		return -EIO;
+	if (json_is_integer(json_object_get(j, "workers")))
+		n = (int)json_integer_value(json_object_get(j, "workers"));
+	json_decref(j);
 	return n;
 }
 

@@ -71,6 +71,9 @@ void suite_stop(struct suite *s);
 int suite_add_worker(struct suite *s);
 /* Polls the gateway until n workers are connected. */
 int suite_wait_workers(struct suite *s, int n, int timeout_ms);
+/* The gateway's status_req payload (in_flight, workers, requests,
+ * settles...) as JSON, or NULL.  Caller decrefs. */
+json_t *suite_gateway_status(const struct suite *s);
 /* Connected workers as the gateway reports them, or -errno. */
 int suite_workers_connected(struct suite *s);
 /* URL of path on the gateway (into out). */

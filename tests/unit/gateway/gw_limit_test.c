@@ -4,6 +4,7 @@
  */
 #include <check.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gw.h"
 #include "gw_unit.h"
@@ -12,6 +13,11 @@
 static struct model_table *T;
 
 #define MAP "claude-3-haiku=gpt-4o,*=gpt-4o-mini,*=claude-3-haiku"
+
+/* What the gateway finds at start for model m under map. */
+#define FB(map, m)                                                             \
+	models_fallback(T, (map), (m),                                         \
+	    strcmp((m)->provider, "claude") == 0 ? "openai" : "claude")
 
 START_TEST(test_fallback_dearer_is_reserved)
 {
@@ -25,15 +31,15 @@ START_TEST(test_fallback_dearer_is_reserved)
 	fb = models_worst_case(gpt4o, 1000, 500);
 	ck_assert_int_gt(fb, own);
 	ck_assert_int_eq(
-	    gw_limit_worst_case(T, MAP, haiku, false, 1000, 500), fb);
+	    gw_limit_worst_case(haiku, FB(MAP, haiku), false, 1000, 500), fb);
 	/* Streams are not carried across: the model's own worst case. */
 	ck_assert_int_eq(
-	    gw_limit_worst_case(T, MAP, haiku, true, 1000, 500), own);
+	    gw_limit_worst_case(haiku, FB(MAP, haiku), true, 1000, 500), own);
 	/* No map, or one naming nothing for it. */
 	ck_assert_int_eq(
-	    gw_limit_worst_case(T, "", haiku, false, 1000, 500), own);
+	    gw_limit_worst_case(haiku, FB("", haiku), false, 1000, 500), own);
 	ck_assert_int_eq(
-	    gw_limit_worst_case(T, NULL, haiku, false, 1000, 500), own);
+	    gw_limit_worst_case(haiku, FB(NULL, haiku), false, 1000, 500), own);
 }
 END_TEST
 
@@ -45,10 +51,12 @@ START_TEST(test_cheaper_fallback_keeps_own)
 	ck_assert_ptr_nonnull(opus);
 	ck_assert_ptr_nonnull(gpt4);
 	/* opus -> "*" = gpt-4o-mini, far cheaper: opus's own. */
-	ck_assert_int_eq(gw_limit_worst_case(T, MAP, opus, false, 2000, 100),
+	ck_assert_int_eq(
+	    gw_limit_worst_case(opus, FB(MAP, opus), false, 2000, 100),
 	    models_worst_case(opus, 2000, 100));
 	/* gpt-4 -> "*" = claude-3-haiku, cheaper: gpt-4's own. */
-	ck_assert_int_eq(gw_limit_worst_case(T, MAP, gpt4, false, 2000, 100),
+	ck_assert_int_eq(
+	    gw_limit_worst_case(gpt4, FB(MAP, gpt4), false, 2000, 100),
 	    models_worst_case(gpt4, 2000, 100));
 }
 END_TEST
