@@ -387,21 +387,42 @@ START_TEST(test_deadline_504)
 }
 END_TEST
 
-START_TEST(test_concurrent)
+/* The mock's count of connections ever accepted, or -1. */
+static long long
+mock_connections(void)
 {
-	/* Many calls in flight at once through the async path: all answer
-	 * in about one latency, not one after another. */
-	enum { N = 40 };
+	struct h_resp r;
+	char url[256];
+	long long n = -1;
+	json_t *j;
+
+	snprintf(url, sizeof(url), "%s/_mock/stats", S.mock.url);
+	if (h_http("GET", url, NULL, NULL, 0, 5000, &r) != 0)
+		return -1;
+	if (r.status == 200 && (j = suite_json(&r)) != NULL) {
+		if (json_is_integer(json_object_get(j, "connections")))
+			n = json_integer_value(
+			    json_object_get(j, "connections"));
+		json_decref(j);
+	}
+	h_resp_free(&r);
+	return n;
+}
+
+/* N calls at once, each held 500 ms by the mock; asserts all succeed in
+ * about one latency, not one after another. */
+static void
+concurrent_wave(int n)
+{
 	char url[256];
 	const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi "
 			   "[[mock:latency-ms=500]]\"}]}";
-	struct h_resp rs[N];
-	pid_t kids[N];
+	pid_t kids[64];
 	int64_t t0 = clock_mono_ms();
 
-	(void)rs;
+	ck_assert_int_le(n, 64);
 	suite_url(&S, "/api/v1/ai-proxy/claude/chat", url, sizeof(url));
-	for (int i = 0; i < N; i++) {
+	for (int i = 0; i < n; i++) {
 		const char *const h[] = {
 		    "Content-Type: application/json", NULL};
 
@@ -414,7 +435,7 @@ START_TEST(test_concurrent)
 		}
 		ck_assert_int_gt(kids[i], 0);
 	}
-	for (int i = 0; i < N; i++) {
+	for (int i = 0; i < n; i++) {
 		int st;
 
 		ck_assert_int_eq(waitpid(kids[i], &st, 0), kids[i]);
@@ -422,6 +443,42 @@ START_TEST(test_concurrent)
 		    WIFEXITED(st) && WEXITSTATUS(st) == 0, "call %d failed", i);
 	}
 	ck_assert_int_lt(clock_mono_ms() - t0, 4000);
+}
+
+START_TEST(test_concurrent)
+{
+	/* Many calls in flight at once through the async path.  Then calls
+	 * one at a time, and a second wave: the connections the first wave
+	 * opened stay idle in the workers' caches and are reused, a handful
+	 * of new ones at most (the waves need not split the same way
+	 * between the workers).  A cache sized by the calls in flight
+	 * (curl's default: 4 per transfer) sheds one per call meanwhile,
+	 * and the second wave opens them again. */
+	enum { N = 40, SEQ = 24 };
+	const char *one = "{\"messages\":[{\"role\":\"user\",\"content\":"
+			  "\"one at a time\"}]}";
+	long long before, after;
+	char url[256];
+
+	concurrent_wave(N);
+	suite_url(&S, "/api/v1/ai-proxy/claude/chat", url, sizeof(url));
+	for (int i = 0; i < SEQ; i++) {
+		const char *const h[] = {
+		    "Content-Type: application/json", NULL};
+		struct h_resp r;
+
+		ck_assert_int_eq(
+		    h_http("POST", url, h, one, strlen(one), 5000, &r), 0);
+		ck_assert_int_eq(r.status, 200);
+		h_resp_free(&r);
+	}
+	before = mock_connections();
+	ck_assert_int_ge(before, 1);
+	concurrent_wave(N);
+	after = mock_connections();
+	ck_assert_msg(after - before < N / 4,
+	    "the second wave opened %lld new upstream connections",
+	    after - before);
 }
 END_TEST
 

@@ -56,6 +56,7 @@ static struct {
 	atomic_bool shutting;
 	atomic_long requests;
 	atomic_long open_conns;
+	atomic_long accepted; /* connections ever opened */
 	atomic_long client_closed;
 } g;
 
@@ -226,9 +227,10 @@ route_control(struct mock_req *r, const char *method, const char *url)
 		}
 	} else if (strcmp(url, "/_mock/stats") == 0 &&
 		   strcmp(method, "GET") == 0) {
-		o = json_pack("{s:I,s:I,s:I}", "requests",
+		o = json_pack("{s:I,s:I,s:I,s:I}", "requests",
 		    (json_int_t)atomic_load(&g.requests), "open_connections",
-		    (json_int_t)atomic_load(&g.open_conns), "client_closed",
+		    (json_int_t)atomic_load(&g.open_conns), "connections",
+		    (json_int_t)atomic_load(&g.accepted), "client_closed",
 		    (json_int_t)atomic_load(&g.client_closed));
 		s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
 		json_decref(o);
@@ -596,9 +598,10 @@ on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
 	(void)cls;
 	(void)conn;
 	(void)socket_ctx;
-	if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
 		atomic_fetch_add(&g.open_conns, 1);
-	else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
+		atomic_fetch_add(&g.accepted, 1);
+	} else if (toe == MHD_CONNECTION_NOTIFY_CLOSED)
 		atomic_fetch_sub(&g.open_conns, 1);
 }
 
