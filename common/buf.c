@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +30,8 @@ buf_reserve(struct buf *b, size_t extra)
 	cap = b->cap ? b->cap : 256;
 	while (cap < need)
 		cap *= 2;
-	if (cap > b->max + 1)
+	/* max may be SIZE_MAX ("no bound"): max + 1 would wrap to 0. */
+	if (b->max < SIZE_MAX && cap > b->max + 1)
 		cap = b->max + 1;
 	if ((p = realloc(b->data, cap)) == NULL)
 		return -ENOMEM;

@@ -168,6 +168,25 @@ START_TEST(test_max)
 }
 END_TEST
 
+/* SIZE_MAX means no bound: growth must not wrap max + 1 to 0. */
+START_TEST(test_unbounded)
+{
+	char chunk[500];
+	struct buf b;
+
+	memset(chunk, 'u', sizeof(chunk));
+	buf_init(&b, SIZE_MAX);
+	for (int i = 0; i < 20; i++)
+		ck_assert_int_eq(buf_append(&b, chunk, sizeof(chunk)), 0);
+	ck_assert_uint_eq(b.len, 20 * sizeof(chunk));
+	ck_assert_uint_gt(b.cap, b.len);
+	for (size_t i = 0; i < b.len; i++)
+		ck_assert_int_eq(b.data[i], 'u');
+	assert_terminated(&b);
+	buf_free(&b);
+}
+END_TEST
+
 /* ---- printf ---- */
 
 START_TEST(test_printf)
@@ -348,6 +367,7 @@ buf_suite(void)
 	tc = tcase_create("max");
 	tcase_add_loop_test(
 	    tc, test_max, 0, sizeof(max_cases) / sizeof(max_cases[0]));
+	tcase_add_test(tc, test_unbounded);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("format");
