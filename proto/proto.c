@@ -113,6 +113,8 @@ static const char *const msg_type_names[MSG_MAX] = {
     [MSG_BLOCK_LIST_RESP] = "block_list_resp",
     [MSG_UNBLOCK] = "unblock",
     [MSG_LIMIT_SETTLE_BATCH] = "limit_settle_batch",
+    [MSG_LIMIT_CHECK_BATCH] = "limit_check_batch",
+    [MSG_LIMIT_VERDICT_BATCH] = "limit_verdict_batch",
     [MSG_BREAKER_STATE] = "breaker_state",
     [MSG_WORKER_STATS] = "worker_stats",
 };
@@ -187,6 +189,18 @@ static const struct proto_field fields_limit_settle_batch[] = {
     F_INT(limit_settle_batch, count, 1, PROTO_SETTLE_BATCH_MAX),
 };
 DESC_PAYLOAD(limit_settle_batch, MSG_LIMIT_SETTLE_BATCH, NULL);
+
+static const struct proto_field fields_limit_check_batch[] = {
+    F_RID(limit_check_batch),
+    F_INT(limit_check_batch, count, 1, PROTO_CHECK_BATCH_MAX),
+};
+DESC_PAYLOAD(limit_check_batch, MSG_LIMIT_CHECK_BATCH, NULL);
+
+static const struct proto_field fields_limit_verdict_batch[] = {
+    F_RID(limit_verdict_batch),
+    F_INT(limit_verdict_batch, count, 1, PROTO_CHECK_BATCH_MAX),
+};
+DESC_PAYLOAD(limit_verdict_batch, MSG_LIMIT_VERDICT_BATCH, NULL);
 
 static const struct proto_field fields_quota_req[] = {
     F_RID(quota_req),
@@ -469,6 +483,8 @@ static const struct proto_desc *const proto_descs[MSG_MAX] = {
     [MSG_LIMIT_VERDICT] = &desc_limit_verdict,
     [MSG_LIMIT_SETTLE] = &desc_limit_settle,
     [MSG_LIMIT_SETTLE_BATCH] = &desc_limit_settle_batch,
+    [MSG_LIMIT_CHECK_BATCH] = &desc_limit_check_batch,
+    [MSG_LIMIT_VERDICT_BATCH] = &desc_limit_verdict_batch,
     [MSG_QUOTA_REQ] = &desc_quota_req,
     [MSG_QUOTA_RESP] = &desc_quota_resp,
     [MSG_CHAT_REQ] = &desc_chat_req,
@@ -994,6 +1010,8 @@ PROTO_DEFINE(block_list)
 PROTO_DEFINE(block_list_resp)
 PROTO_DEFINE(unblock)
 PROTO_DEFINE(limit_settle_batch)
+PROTO_DEFINE(limit_check_batch)
+PROTO_DEFINE(limit_verdict_batch)
 PROTO_DEFINE(breaker_state)
 PROTO_DEFINE(worker_stats)
 

@@ -26,7 +26,8 @@
  * Wire format.  A message is one line of compact JSON (the header) ended by
  * '\n', followed by exactly "payload_len" raw bytes for the messages that
  * carry a payload (chat_req, chat_resp, stream_chunk, status_resp,
- * analytics_resp, usage_batch, block_list_resp, limit_settle_batch); the others
+ * analytics_resp, usage_batch, block_list_resp, limit_settle_batch,
+ * limit_check_batch, limit_verdict_batch); the others
  * end right after the '\n'. The header always holds "v" (PROTO_VERSION) and
  * "type" (msg_type_str()), then every field of the message's struct under the
  * field's own name, then "payload_len" when the message carries a payload.
@@ -144,6 +145,11 @@ enum msg_type {
 	   provider-worker on the control pub socket (topic "ctl ") */
 	MSG_BREAKER_STATE, /* a worker's breaker changed state */
 	MSG_WORKER_STATS,  /* once a second and on a change: breakers, load */
+	/* gateway -> ratelimiter, req/rep: the checks that gathered while
+	   one was in flight; reply MSG_LIMIT_VERDICT_BATCH (MSG_ACK
+	   bad_request when the batch itself is refused) */
+	MSG_LIMIT_CHECK_BATCH,
+	MSG_LIMIT_VERDICT_BATCH,
 	MSG_MAX
 };
 
@@ -368,6 +374,25 @@ struct msg_limit_settle_batch {
 	size_t payload_len;
 };
 
+/* limit_check_batch payload: count encoded limit_check messages back to
+ * back (each ends with its '\n').  limit_verdict_batch payload: one
+ * encoded limit_verdict per check, in the same order, same count. */
+#define PROTO_CHECK_BATCH_MAX 256 /* checks in one limit_check_batch */
+
+struct msg_limit_check_batch {
+	char request_id[PROTO_ID_MAX + 1];
+	int64_t count;       /* 1..PROTO_CHECK_BATCH_MAX */
+	const char *payload; /* borrowed */
+	size_t payload_len;
+};
+
+struct msg_limit_verdict_batch {
+	char request_id[PROTO_ID_MAX + 1];
+	int64_t count;       /* 1..PROTO_CHECK_BATCH_MAX */
+	const char *payload; /* borrowed */
+	size_t payload_len;
+};
+
 /* payload: count encoded usage_event messages back to back (each ends with
  * its '\n'), seqs first_seq..last_seq in order, all of worker_id. */
 struct msg_usage_batch {
@@ -515,6 +540,8 @@ union proto_msg {
 	struct msg_limit_settle_batch limit_settle_batch;
 	struct msg_breaker_state breaker_state;
 	struct msg_worker_stats worker_stats;
+	struct msg_limit_check_batch limit_check_batch;
+	struct msg_limit_verdict_batch limit_verdict_batch;
 };
 
 /* "ping", "limit_check", ...; "none" for MSG_NONE or an unknown value. */
@@ -651,6 +678,14 @@ int msg_limit_settle_batch_encode(
     const struct msg_limit_settle_batch *m, char **ret_buf, size_t *ret_len);
 int msg_limit_settle_batch_decode(
     const char *buf, size_t len, struct msg_limit_settle_batch *ret);
+int msg_limit_check_batch_encode(
+    const struct msg_limit_check_batch *m, char **ret_buf, size_t *ret_len);
+int msg_limit_check_batch_decode(
+    const char *buf, size_t len, struct msg_limit_check_batch *ret);
+int msg_limit_verdict_batch_encode(
+    const struct msg_limit_verdict_batch *m, char **ret_buf, size_t *ret_len);
+int msg_limit_verdict_batch_decode(
+    const char *buf, size_t len, struct msg_limit_verdict_batch *ret);
 int msg_breaker_state_encode(
     const struct msg_breaker_state *m, char **ret_buf, size_t *ret_len);
 int msg_breaker_state_decode(

@@ -45,6 +45,7 @@
 #define GW_THREAT_INFLIGHT_MAX 256
 
 struct gw_req;
+struct limit_call;
 
 /* One chunk of a stream, kept in seq order. */
 struct gw_chunk {
@@ -193,6 +194,17 @@ struct gw {
 	int settle_n;
 	bool settle_inflight, settle_direct;
 	atomic_llong n_settles, n_settle_batches;
+
+	/* Limit checks gathered into one limit_check_batch (gw_limit.c):
+	 * with none in flight a check goes at once; otherwise it waits for
+	 * the answer in flight and leaves with the others (or at
+	 * PROTO_CHECK_BATCH_MAX). */
+	pthread_mutex_t check_mtx;
+	struct buf check_buf; /* encoded limit_check messages */
+	struct limit_call *check_q[PROTO_CHECK_BATCH_MAX];
+	int check_n;
+	int check_inflight;
+	atomic_llong n_checks, n_check_batches;
 
 	pthread_mutex_t mtx; /* the live list and the stream table */
 	pthread_cond_t cond; /* signalled when a request ends */

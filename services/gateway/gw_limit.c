@@ -50,6 +50,8 @@ struct limit_call {
 	void (*fn)(struct gw_req *);
 };
 
+static void check_send_locked(struct gw *gw);
+
 static void
 limit_done(void *arg, int err, bool sent, const char *buf, size_t len)
 {
@@ -178,14 +180,144 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
 	}
 	lc->r = r;
 	lc->fn = fn;
-	if ((rv = gw_call(gw, gw->rl_sock, buf, len, GW_LIMIT_TIMEOUT_MS,
-		 limit_done, lc)) != 0) {
+	atomic_fetch_add(&gw->n_checks, 1);
+	pthread_mutex_lock(&gw->check_mtx);
+	if ((rv = buf_append(&gw->check_buf, buf, len)) == 0) {
+		gw->check_q[gw->check_n++] = lc;
+		if (gw->check_inflight == 0 ||
+		    gw->check_n >= PROTO_CHECK_BATCH_MAX)
+			check_send_locked(gw);
+	}
+	pthread_mutex_unlock(&gw->check_mtx);
+	free(buf);
+	if (rv != 0) { /* cannot happen below PROTO_CHECK_BATCH_MAX */
 		free(lc);
-		log_warn(r->request_id, "ratelimiter call failed: allowed",
+		log_warn(r->request_id, "limit_check not queued: allowed",
 		    LF_S("error", strerror(-rv)));
 		fn(r);
 	}
-	free(buf);
+}
+
+/*
+ * Checks travel as a group commit, like settles: with no check in flight
+ * one goes at once (a single limit_check: nothing waits at low load);
+ * while one is, the next ones gather and leave together as one
+ * limit_check_batch when its answer comes back.  Under load that spares
+ * the gateway and the ratelimiter most of a round trip's work per
+ * request, and each check is decided exactly as alone.
+ */
+struct check_batch {
+	int n;
+	struct limit_call *lc[];
+};
+
+/* An answer came back: what gathered meanwhile may go. */
+static void
+check_flight_end(struct gw *gw)
+{
+	pthread_mutex_lock(&gw->check_mtx);
+	gw->check_inflight--;
+	if (gw->check_inflight == 0)
+		check_send_locked(gw);
+	pthread_mutex_unlock(&gw->check_mtx);
+}
+
+static void
+check_one_done(void *arg, int err, bool sent, const char *buf, size_t len)
+{
+	struct limit_call *lc = arg;
+
+	check_flight_end(lc->r->gw);
+	limit_done(lc, err, sent, buf, len);
+}
+
+/* Each verdict of the batch, in order, to its request; a missing or
+ * undecodable one lets its request through as when the ratelimiter does
+ * not answer (logged by limit_done). */
+static void
+check_batch_done(void *arg, int err, bool sent, const char *buf, size_t len)
+{
+	struct check_batch *cb = arg;
+	struct msg_limit_verdict_batch b;
+	const char *p = NULL, *end = NULL, *nl;
+	int i = 0;
+
+	check_flight_end(cb->lc[0]->r->gw);
+	if (err == 0 && msg_limit_verdict_batch_decode(buf, len, &b) == 0 &&
+	    b.count == cb->n) {
+		p = b.payload;
+		end = b.payload + b.payload_len;
+	} else if (err == 0) {
+		log_warn(NULL, "limit_check_batch answer refused",
+		    LF_I("checks", cb->n));
+		err = -EPROTO;
+	}
+	for (; i < cb->n && p != NULL && p < end; i++, p = nl + 1) {
+		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			break;
+		limit_done(cb->lc[i], 0, sent, p, (size_t)(nl - p) + 1);
+	}
+	for (; i < cb->n; i++)
+		limit_done(cb->lc[i], err != 0 ? err : -EPROTO, sent, NULL, 0);
+	free(cb);
+}
+
+/* Sends what is gathered: one limit_check alone, or a batch.  Under
+ * check_mtx.  A send that fails lets its requests through (logged). */
+static void
+check_send_locked(struct gw *gw)
+{
+	struct msg_limit_check_batch m;
+	struct check_batch *cb = NULL;
+	char *out = NULL;
+	size_t out_len;
+	int n = gw->check_n, rv = -ENOTCONN;
+
+	if (n == 0)
+		return;
+	if (n == 1) {
+		if (gw->rl_open)
+			rv = gw_call(gw, gw->rl_sock, gw->check_buf.data,
+			    gw->check_buf.len, GW_LIMIT_TIMEOUT_MS,
+			    check_one_done, gw->check_q[0]);
+	} else {
+		memset(&m, 0, sizeof(m));
+		m.count = n;
+		m.payload = gw->check_buf.data;
+		m.payload_len = gw->check_buf.len;
+		if ((cb = malloc(
+			 sizeof(*cb) + (size_t)n * sizeof(cb->lc[0]))) == NULL)
+			rv = -ENOMEM;
+		else if ((rv = msg_limit_check_batch_encode(
+			      &m, &out, &out_len)) == 0 &&
+			 (rv = gw->rl_open ? 0 : -ENOTCONN) == 0) {
+			cb->n = n;
+			memcpy(
+			    cb->lc, gw->check_q, (size_t)n * sizeof(cb->lc[0]));
+			rv = gw_call(gw, gw->rl_sock, out, out_len,
+			    GW_LIMIT_TIMEOUT_MS, check_batch_done, cb);
+		}
+		free(out);
+		if (rv != 0)
+			free(cb);
+	}
+	buf_reset(&gw->check_buf);
+	gw->check_n = 0;
+	if (rv == 0) {
+		gw->check_inflight++;
+		atomic_fetch_add(&gw->n_check_batches, 1);
+		return;
+	}
+	log_warn(NULL, "ratelimiter call failed: allowed", LF_I("checks", n),
+	    LF_S("error", strerror(-rv)));
+	for (int i = 0; i < n; i++) {
+		struct limit_call *lc = gw->check_q[i];
+		struct gw_req *r = lc->r;
+		void (*fn)(struct gw_req *) = lc->fn;
+
+		free(lc);
+		fn(r);
+	}
 }
 
 static void settle_send_locked(struct gw *gw);
@@ -250,6 +382,8 @@ gw_limit_init(struct gw *gw)
 {
 	pthread_mutex_init(&gw->settle_mtx, NULL);
 	buf_init(&gw->settle_buf, PROTO_SETTLE_BATCH_MAX * PROTO_HEADER_MAX);
+	pthread_mutex_init(&gw->check_mtx, NULL);
+	buf_init(&gw->check_buf, PROTO_CHECK_BATCH_MAX * PROTO_HEADER_MAX);
 }
 
 void
@@ -266,6 +400,8 @@ gw_limit_fini(struct gw *gw)
 {
 	buf_free(&gw->settle_buf);
 	pthread_mutex_destroy(&gw->settle_mtx);
+	buf_free(&gw->check_buf);
+	pthread_mutex_destroy(&gw->check_mtx);
 }
 
 /*

@@ -248,7 +248,7 @@ rep_fn(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 	} else if (t == MSG_STATUS_REQ) {
 		struct msg_status_req s;
 		struct msg_status_resp q;
-		char doc[256];
+		char doc[384];
 
 		if ((rv = msg_status_req_decode(buf, len, &s)) == 0) {
 			size_t nlive;
@@ -266,12 +266,15 @@ rep_fn(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 			snprintf(doc, sizeof(doc),
 			    "{\"in_flight\":%zu,\"workers\":%d,\"requests\":%"
 			    "lld,\"threat_reports_dropped\":%lld,"
-			    "\"settles\":%lld,\"settle_batches\":%lld}",
+			    "\"settles\":%lld,\"settle_batches\":%lld,"
+			    "\"checks\":%lld,\"check_sends\":%lld}",
 			    nlive, atomic_load(&gw->worker_pipes),
 			    (long long)atomic_load(&gw->n_requests),
 			    (long long)atomic_load(&gw->n_threat_dropped),
 			    (long long)atomic_load(&gw->n_settles),
-			    (long long)atomic_load(&gw->n_settle_batches));
+			    (long long)atomic_load(&gw->n_settle_batches),
+			    (long long)atomic_load(&gw->n_checks),
+			    (long long)atomic_load(&gw->n_check_batches));
 			q.payload = doc;
 			q.payload_len = strlen(doc);
 			rv = msg_status_resp_encode(&q, &out, &outlen);

@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 
+#include "buf.h"
 #include "ids.h"
 #include "log.h"
 #include "nngx.h"
@@ -31,10 +32,33 @@
 /* A full memory table refuses new subjects for this long. */
 #define RL_FULL_RETRY_S 60
 
+#define RL_SET(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
+
 struct rl_job {
 	struct nngx_rep_ctx *ctx;
 	const char *buf; /* borrowed from the context until the reply */
 	size_t len;
+};
+
+/* One check of a limit_check_batch and, once decided, its verdict. */
+struct rl_item {
+	struct rl_item *next; /* in the workers' item list */
+	struct rl_batch *batch;
+	struct msg_limit_check check;
+	char *out; /* encoded limit_verdict */
+	size_t out_len;
+};
+
+/* A limit_check_batch being decided.  With Redis its checks are spread
+ * over the workers like single requests (each a Redis round trip), and
+ * whoever decides the last one answers. */
+struct rl_batch {
+	struct nngx_rep_ctx *ctx;
+	char request_id[PROTO_ID_MAX + 1];
+	size_t count;
+	size_t left; /* under the server's mtx */
+	bool failed; /* a verdict could not be made */
+	struct rl_item item[];
 };
 
 /* A settle Redis has not seen yet (it was down). */
@@ -59,6 +83,7 @@ struct rl_server {
 	bool stopping;
 	struct rl_job queue[RL_REP_CONTEXTS];
 	size_t qhead, qlen;
+	struct rl_item *items, *items_tail; /* checks of batches */
 	pthread_t *workers;
 	int nworkers;
 	int nthreads_started;
@@ -307,6 +332,143 @@ rl_probe_main(void *arg)
 	return NULL;
 }
 
+static int rl_reply_verdict(struct rl_server *s,
+    const struct msg_limit_check *req, char **ret_buf, size_t *ret_len);
+static int rl_reply_ack(const char *request_id, bool ok, const char *code,
+    const char *message, char **ret_buf, size_t *ret_len);
+static int rl_reply_bad(struct rl_server *s, enum msg_type t, int err,
+    char **ret_buf, size_t *ret_len);
+
+static void
+rl_batch_free(struct rl_batch *b)
+{
+	if (b == NULL)
+		return;
+	for (size_t i = 0; i < b->count; i++)
+		free(b->item[i].out);
+	free(b);
+}
+
+/*
+ * Decodes a limit_check_batch and every check in it.  All or nothing: one
+ * bad line refuses the batch (the gateway then lets those requests through
+ * as when the ratelimiter does not answer, and logs it).
+ */
+static int
+rl_batch_parse(const char *buf, size_t len, struct rl_batch **ret)
+{
+	struct msg_limit_check_batch m;
+	struct rl_batch *b;
+	const char *p, *end, *nl;
+	size_t n = 0;
+	int rv;
+
+	if ((rv = msg_limit_check_batch_decode(buf, len, &m)) != 0)
+		return rv;
+	b = calloc(1, sizeof(*b) + (size_t)m.count * sizeof(b->item[0]));
+	if (b == NULL)
+		return -ENOMEM;
+	RL_SET(b->request_id, m.request_id);
+	for (p = m.payload, end = m.payload + m.payload_len; p < end;
+	     p = nl + 1) {
+		if (n == (size_t)m.count ||
+		    (nl = memchr(p, '\n', (size_t)(end - p))) == NULL) {
+			rv = -EPROTO;
+			break;
+		}
+		if ((rv = msg_limit_check_decode(
+			 p, (size_t)(nl - p) + 1, &b->item[n].check)) != 0)
+			break;
+		b->item[n].batch = b;
+		n++;
+	}
+	if (rv == 0 && n != (size_t)m.count)
+		rv = -EPROTO;
+	if (rv != 0) {
+		free(b);
+		return rv;
+	}
+	b->count = b->left = n;
+	*ret = b;
+	return 0;
+}
+
+/* The limit_verdict_batch of a decided batch, verdicts in check order. */
+static int
+rl_batch_answer(const struct rl_batch *b, char **ret_buf, size_t *ret_len)
+{
+	struct msg_limit_verdict_batch m;
+	struct buf payload;
+	int rv = 0;
+
+	buf_init(&payload, b->count * PROTO_HEADER_MAX);
+	for (size_t i = 0; i < b->count && rv == 0; i++)
+		rv = buf_append(&payload, b->item[i].out, b->item[i].out_len);
+	memset(&m, 0, sizeof(m));
+	RL_SET(m.request_id, b->request_id);
+	m.count = (int64_t)b->count;
+	m.payload = payload.data;
+	m.payload_len = payload.len;
+	if (rv == 0)
+		rv = msg_limit_verdict_batch_encode(&m, ret_buf, ret_len);
+	buf_free(&payload);
+	return rv;
+}
+
+/* Without Redis: every check of the batch decided here, in order. */
+static int
+rl_reply_check_batch(
+    struct rl_server *s, struct rl_batch *b, char **ret_buf, size_t *ret_len)
+{
+	int rv = 0;
+
+	for (size_t i = 0; i < b->count && rv == 0; i++)
+		rv = rl_reply_verdict(
+		    s, &b->item[i].check, &b->item[i].out, &b->item[i].out_len);
+	if (rv == 0)
+		rv = rl_batch_answer(b, ret_buf, ret_len);
+	return rv;
+}
+
+/* A worker decides the next check of a batch; whoever decides the last
+ * one answers the batch.  Called and returns under s->mtx. */
+static void
+rl_item_run(struct rl_server *s)
+{
+	struct rl_item *it = s->items;
+	struct rl_batch *b = it->batch;
+	char *out = NULL;
+	size_t out_len = 0;
+	int rv;
+
+	if ((s->items = it->next) == NULL)
+		s->items_tail = NULL;
+	pthread_mutex_unlock(&s->mtx);
+	rv = rl_reply_verdict(s, &it->check, &it->out, &it->out_len);
+	pthread_mutex_lock(&s->mtx);
+	if (rv != 0)
+		b->failed = true;
+	if (--b->left > 0)
+		return;
+	pthread_mutex_unlock(&s->mtx);
+	if (b->failed || rl_batch_answer(b, &out, &out_len) != 0) {
+		log_error(b->request_id, "limit_check_batch not decided");
+		free(out);
+		out = NULL;
+		if (rl_reply_ack(b->request_id, false, "internal_error",
+			"the verdicts could not be made", &out,
+			&out_len) != 0) {
+			nngx_rep_drop(b->ctx);
+			goto done;
+		}
+	}
+	nngx_rep_reply(b->ctx, out, out_len);
+done:
+	free(out);
+	rl_batch_free(b);
+	pthread_mutex_lock(&s->mtx);
+}
+
 static void *
 rl_worker_main(void *arg)
 {
@@ -318,10 +480,14 @@ rl_worker_main(void *arg)
 
 	pthread_mutex_lock(&s->mtx);
 	for (;;) {
-		while (!s->stopping && s->qlen == 0)
+		while (!s->stopping && s->qlen == 0 && s->items == NULL)
 			pthread_cond_wait(&s->work_cond, &s->mtx);
 		if (s->stopping)
 			break;
+		if (s->items != NULL) {
+			rl_item_run(s); /* drops and retakes mtx */
+			continue;
+		}
 		job = s->queue[s->qhead];
 		s->qhead = (s->qhead + 1) % RL_REP_CONTEXTS;
 		s->qlen--;
@@ -343,6 +509,47 @@ rl_worker_main(void *arg)
 	return NULL;
 }
 
+/* On an nng thread, with Redis: a batch's checks go to the workers one by
+ * one, so they run in parallel as single checks do. */
+static void
+rl_on_check_batch(
+    struct rl_server *s, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
+{
+	struct rl_batch *b = NULL;
+	char *out = NULL;
+	size_t out_len = 0;
+	int rv;
+
+	atomic_fetch_add(&s->nreq, 1);
+	if ((rv = rl_batch_parse(buf, len, &b)) != 0) {
+		if (rv == -ENOMEM || rl_reply_bad(s, MSG_LIMIT_CHECK_BATCH, rv,
+					 &out, &out_len) != 0)
+			nngx_rep_drop(ctx);
+		else
+			nngx_rep_reply(ctx, out, out_len);
+		free(out);
+		return;
+	}
+	b->ctx = ctx;
+	pthread_mutex_lock(&s->mtx);
+	if (s->stopping) {
+		pthread_mutex_unlock(&s->mtx);
+		rl_batch_free(b);
+		return;
+	}
+	for (size_t i = 0; i < b->count; i++) {
+		struct rl_item *it = &b->item[i];
+
+		if (s->items_tail != NULL)
+			s->items_tail->next = it;
+		else
+			s->items = it;
+		s->items_tail = it;
+	}
+	pthread_cond_broadcast(&s->work_cond);
+	pthread_mutex_unlock(&s->mtx);
+}
+
 /* On an nng thread: with Redis, queue the request for a worker (Redis
  * calls block), nothing more; without, answer at once.  While stopping,
  * the context is left as is (nngx_rep_free() drops it). */
@@ -350,6 +557,7 @@ static void
 rl_on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 {
 	struct rl_server *s = arg;
+	enum msg_type t = MSG_NONE;
 	char *out = NULL;
 	size_t out_len = 0;
 	int rv;
@@ -365,6 +573,10 @@ rl_on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 			nngx_rep_reply(ctx, out, out_len);
 		}
 		free(out);
+		return;
+	}
+	if (proto_peek_type(buf, len, &t) == 0 && t == MSG_LIMIT_CHECK_BATCH) {
+		rl_on_check_batch(s, ctx, buf, len);
 		return;
 	}
 	pthread_mutex_lock(&s->mtx);
@@ -394,6 +606,16 @@ rl_threads_stop(struct rl_server *s)
 	for (i = 0; i < s->nthreads_started; i++)
 		pthread_join(s->workers[i], NULL);
 	s->nthreads_started = 0;
+	/* Checks of batches nobody decided: their contexts are abandoned
+	 * like queued requests, their memory freed with the last one. */
+	while (s->items != NULL) {
+		struct rl_item *it = s->items;
+
+		s->items = it->next;
+		if (--it->batch->left == 0)
+			rl_batch_free(it->batch);
+	}
+	s->items_tail = NULL;
 }
 
 int
@@ -471,8 +693,6 @@ rl_server_free(struct rl_server *s)
 }
 
 /* ---- replies ---- */
-
-#define RL_SET(dst, src) snprintf((dst), sizeof(dst), "%s", (src))
 
 static int
 rl_reply_ack(const char *request_id, bool ok, const char *code,
@@ -963,6 +1183,17 @@ rl_server_handle(struct rl_server *s, const char *buf, size_t len,
 		rv = rl_reply_settle_batch(
 		    s, &req.settle_batch, ret_buf, ret_len);
 		break;
+	case MSG_LIMIT_CHECK_BATCH: {
+		struct rl_batch *b = NULL;
+
+		if ((rv = rl_batch_parse(buf, len, &b)) != 0)
+			return rv == -ENOMEM
+				   ? rv
+				   : rl_reply_bad(s, t, rv, ret_buf, ret_len);
+		rv = rl_reply_check_batch(s, b, ret_buf, ret_len);
+		rl_batch_free(b);
+		break;
+	}
 	case MSG_QUOTA_REQ:
 		if ((rv = msg_quota_req_decode(buf, len, &req.quota)) != 0)
 			return rl_reply_bad(s, t, rv, ret_buf, ret_len);

@@ -5,7 +5,11 @@
  * Messages served (proto.h) and their replies:
  *   limit_check     -> limit_verdict: one decision over every limit (see
  *                      rl_limits.h); reservation_id names the money held
+ *   limit_check_batch -> limit_verdict_batch: one verdict per check, in
+ *                      order, each decided as if alone (a batch that does
+ *                      not decode whole: ack bad_request)
  *   limit_settle    -> ack ok (message: settled | unknown | duplicate)
+ *   limit_settle_batch -> ack ok unless a line was refused
  *   quota_req       -> quota_resp: the subject's limits, used, cost today
  *   threat_report   -> ack ok, code "ok" or "blocked"
  *   block_list      -> block_list_resp (JSON payload)
@@ -23,9 +27,11 @@
  * first replaying the settles recorded meanwhile (idempotent).  A Redis
  * failure never turns into an error reply.
  *
- * Threads: the nng callback only queues the request; RL_WORKERS threads
- * (REDIS_MAX_CONNECTIONS with Redis: one pooled connection each, so a
- * worker never waits for one) decide and reply.  nng's own threads never
+ * Threads: without Redis the nng callback decides and replies itself
+ * (nothing blocks).  With Redis it only queues the request (a batch's
+ * checks one by one); REDIS_MAX_CONNECTIONS worker threads (one pooled
+ * connection each, so a worker never waits for one) decide and reply, the
+ * one deciding a batch's last check answering it.  nng's own threads never
  * wait on Redis.
  */
 #ifndef AIPROXY_RL_SERVER_H

@@ -351,6 +351,55 @@ START_TEST(test_settles_batched)
 }
 END_TEST
 
+/* Checks travel in batches too: 40 chats of one session at once against
+ * a minute limit of 25.  Each check is decided exactly as alone: 25
+ * answered, 15 refused 429 rate_limit_minute; and the gateway sent fewer
+ * messages than checks (those that met one in flight left together). */
+#define CHECK_CHATS 40
+
+START_TEST(test_checks_batched)
+{
+	static const char *const env[] = {
+	    "AI_PROXY_RATE_LIMIT_PER_MINUTE=25",
+	    "AI_PROXY_RATE_LIMIT_PER_IP_MINUTE=1000",
+	    NULL,
+	};
+	struct suite_opts o = {.workers = 2, .gw_env = env, .rl_env = env};
+	struct settle_chat c[CHECK_CHATS];
+	pthread_t t[CHECK_CHATS];
+	struct suite s;
+	long long checks, sends;
+	int ok = 0, limited = 0;
+
+	if (!S_up)
+		return;
+	ck_assert_int_eq(suite_start(&s, &o), 0);
+	for (int i = 0; i < CHECK_CHATS; i++) {
+		c[i] = (struct settle_chat){&s, 0, 0};
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, settle_chat_main, &c[i]), 0);
+	}
+	for (int i = 0; i < CHECK_CHATS; i++) {
+		pthread_join(t[i], NULL);
+		if (c[i].status == 200)
+			ok++;
+		else if (c[i].status == 429)
+			limited++;
+		else
+			ck_abort_msg("chat %d: %ld", i, c[i].status);
+	}
+	ck_assert_int_eq(ok, 25);
+	ck_assert_int_eq(limited, CHECK_CHATS - 25);
+	checks = gateway_counter(&s, "checks");
+	sends = gateway_counter(&s, "check_sends");
+	fprintf(stderr, "checks: %lld in %lld sends\n", checks, sends);
+	ck_assert_int_eq(checks, CHECK_CHATS);
+	ck_assert_msg(sends >= 1 && sends < checks,
+	    "%lld checks in %lld sends: none batched", checks, sends);
+	suite_stop(&s);
+}
+END_TEST
+
 static Suite *
 limits_suite(void)
 {
@@ -363,6 +412,7 @@ limits_suite(void)
 	tcase_add_test(tc, test_tokens);
 	tcase_add_test(tc, test_limits_off);
 	tcase_add_test(tc, test_settles_batched);
+	tcase_add_test(tc, test_checks_batched);
 	suite_add_tcase(su, tc);
 	return su;
 }

@@ -13,6 +13,10 @@
  *               error; restarted: back to Redis by itself
  *   blocks      blocked by threat score, listed and lifted by the admin
  *               messages, from either replica
+ *   check_batch a limit_check_batch over Redis: its checks decided in
+ *               parallel, exactly the limit admitted, one verdict per check
+ *               in order; a batch whose count lies is refused, and the
+ *               daemon answers on
  */
 #include "harness.h"
 
@@ -35,6 +39,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "buf.h"
 #include "proto.h"
 
 static Suite *ratelimiter_suite(void);
@@ -811,6 +816,91 @@ START_TEST(test_blocks)
 }
 END_TEST
 
+#define T_BATCH 8
+
+/* The gateway's group commit as the ratelimiter sees it: 8 checks of one
+ * user in one limit_check_batch against a minute limit of 5 (decided in
+ * parallel over the Redis pool): 5 admitted, 3 refused, the verdicts in
+ * the checks' order; then one check more is refused alone. */
+START_TEST(test_check_batch)
+{
+	static const char *const env[] = {"AI_PROXY_RATE_LIMIT_PER_MINUTE=5",
+	    "AI_PROXY_RATE_LIMIT_PER_HOUR=1000", NULL};
+	struct msg_limit_check c[T_BATCH];
+	struct msg_limit_check_batch b;
+	struct buf payload;
+	union proto_msg r;
+	const char *p, *end, *nl;
+	char *enc, *reply = NULL;
+	size_t len;
+	int allowed = 0, refused = 0, i;
+
+	t_start_pair(env);
+	buf_init(&payload, 1 << 20);
+	for (i = 0; i < T_BATCH; i++) {
+		memset(&c[i], 0, sizeof(c[i]));
+		snprintf(c[i].request_id, sizeof(c[i].request_id),
+		    "batch-req-%d", i);
+		snprintf(c[i].subject_type, sizeof(c[i].subject_type), "user");
+		snprintf(c[i].subject_id, sizeof(c[i].subject_id), "batcher");
+		snprintf(c[i].ip, sizeof(c[i].ip), "127.0.0.1");
+		snprintf(c[i].provider, sizeof(c[i].provider), "claude");
+		snprintf(c[i].model, sizeof(c[i].model),
+		    "claude-3-5-haiku-20241022");
+		c[i].reserve_micro_usd = 1000;
+		ck_assert_int_eq(msg_limit_check_encode(&c[i], &enc, &len), 0);
+		ck_assert_int_eq(buf_append(&payload, enc, len), 0);
+		free(enc);
+	}
+	memset(&b, 0, sizeof(b));
+	b.count = T_BATCH;
+	b.payload = payload.data;
+	b.payload_len = payload.len;
+	ck_assert_int_eq(t_try(&t_a, MSG_LIMIT_CHECK_BATCH, &b,
+			     MSG_LIMIT_VERDICT_BATCH, &r, &reply),
+	    0);
+	ck_assert_int_eq(r.limit_verdict_batch.count, T_BATCH);
+	p = r.limit_verdict_batch.payload;
+	end = p + r.limit_verdict_batch.payload_len;
+	for (i = 0; p < end; i++, p = nl + 1) {
+		struct msg_limit_verdict v;
+
+		ck_assert_int_lt(i, T_BATCH);
+		ck_assert_ptr_nonnull(nl = memchr(p, '\n', (size_t)(end - p)));
+		ck_assert_int_eq(
+		    msg_limit_verdict_decode(p, (size_t)(nl - p) + 1, &v), 0);
+		ck_assert_str_eq(v.request_id, c[i].request_id);
+		ck_assert(!v.degraded);
+		if (v.allow) {
+			allowed++;
+			ck_assert_str_eq(v.code, "ok");
+			ck_assert_str_ne(v.reservation_id, "");
+		} else {
+			refused++;
+			ck_assert_str_eq(v.code, "rate_limit_minute");
+			ck_assert_int_ge(v.retry_after_s, 1);
+		}
+	}
+	ck_assert_int_eq(i, T_BATCH);
+	ck_assert_int_eq(allowed, 5);
+	ck_assert_int_eq(refused, T_BATCH - 5);
+	free(reply);
+	ck_assert_int_eq(t_quota(&t_b, "user", "batcher").minute_used, 5);
+	ck_assert(!t_check(&t_b, "user", "batcher", "127.0.0.1", 0, 0).allow);
+
+	/* A count the payload does not hold: refused whole, nothing
+	 * decided, and the daemon answers the next request. */
+	b.count = T_BATCH + 1;
+	ck_assert_int_eq(
+	    t_try(&t_a, MSG_LIMIT_CHECK_BATCH, &b, MSG_ACK, &r, &reply), 0);
+	ck_assert(!r.ack.ok);
+	ck_assert_str_eq(r.ack.code, "bad_request");
+	free(reply);
+	buf_free(&payload);
+	ck_assert_int_eq(t_quota(&t_a, "user", "batcher").minute_used, 5);
+}
+END_TEST
+
 static Suite *
 ratelimiter_suite(void)
 {
@@ -825,6 +915,7 @@ ratelimiter_suite(void)
 	tcase_add_test(tc, test_money);
 	tcase_add_test(tc, test_redis_down);
 	tcase_add_test(tc, test_blocks);
+	tcase_add_test(tc, test_check_batch);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -72,6 +72,8 @@ CODEC(block_list)
 CODEC(block_list_resp)
 CODEC(unblock)
 CODEC(limit_settle_batch)
+CODEC(limit_check_batch)
+CODEC(limit_verdict_batch)
 CODEC(breaker_state)
 CODEC(worker_stats)
 
@@ -106,6 +108,8 @@ static const struct codec codecs[MSG_MAX] = {
     CODEC_ENTRY(MSG_BLOCK_LIST_RESP, block_list_resp),
     CODEC_ENTRY(MSG_UNBLOCK, unblock),
     CODEC_ENTRY(MSG_LIMIT_SETTLE_BATCH, limit_settle_batch),
+    CODEC_ENTRY(MSG_LIMIT_CHECK_BATCH, limit_check_batch),
+    CODEC_ENTRY(MSG_LIMIT_VERDICT_BATCH, limit_verdict_batch),
     CODEC_ENTRY(MSG_BREAKER_STATE, breaker_state),
     CODEC_ENTRY(MSG_WORKER_STATS, worker_stats),
 };
@@ -153,6 +157,14 @@ msg_payload(
 	case MSG_LIMIT_SETTLE_BATCH:
 		*ret_p = &u->limit_settle_batch.payload;
 		*ret_len = &u->limit_settle_batch.payload_len;
+		return true;
+	case MSG_LIMIT_CHECK_BATCH:
+		*ret_p = &u->limit_check_batch.payload;
+		*ret_len = &u->limit_check_batch.payload_len;
+		return true;
+	case MSG_LIMIT_VERDICT_BATCH:
+		*ret_p = &u->limit_verdict_batch.payload;
+		*ret_len = &u->limit_verdict_batch.payload_len;
 		return true;
 	default:
 		return false;
@@ -376,6 +388,14 @@ fill(enum msg_type t, union proto_msg *u)
 	case MSG_LIMIT_SETTLE_BATCH:
 		SET(u->limit_settle_batch.request_id, "");
 		u->limit_settle_batch.count = 3;
+		break;
+	case MSG_LIMIT_CHECK_BATCH:
+		SET(u->limit_check_batch.request_id, "");
+		u->limit_check_batch.count = 2;
+		break;
+	case MSG_LIMIT_VERDICT_BATCH:
+		SET(u->limit_verdict_batch.request_id, "");
+		u->limit_verdict_batch.count = 2;
 		break;
 	case MSG_BREAKER_STATE:
 		SET(u->breaker_state.request_id, "");
