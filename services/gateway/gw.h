@@ -204,6 +204,7 @@ struct gw {
 	struct limit_call *check_q[PROTO_CHECK_BATCH_MAX];
 	int check_n;
 	int check_inflight;
+	atomic_bool check_single; /* the ratelimiter refused a batch */
 	atomic_llong n_checks, n_check_batches;
 
 	pthread_mutex_t mtx; /* the live list and the stream table */

@@ -51,6 +51,8 @@ struct limit_call {
 };
 
 static void check_send_locked(struct gw *gw);
+static void check_one_done(
+    void *arg, int err, bool sent, const char *buf, size_t len);
 
 static void
 limit_done(void *arg, int err, bool sent, const char *buf, size_t len)
@@ -185,7 +187,8 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
 	if ((rv = buf_append(&gw->check_buf, buf, len)) == 0) {
 		gw->check_q[gw->check_n++] = lc;
 		if (gw->check_inflight == 0 ||
-		    gw->check_n >= PROTO_CHECK_BATCH_MAX)
+		    gw->check_n >= PROTO_CHECK_BATCH_MAX ||
+		    atomic_load(&gw->check_single))
 			check_send_locked(gw);
 	}
 	pthread_mutex_unlock(&gw->check_mtx);
@@ -208,8 +211,45 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
  */
 struct check_batch {
 	int n;
+	char *lines; /* the checks as sent, for a ratelimiter that refuses */
+	size_t lines_len;
 	struct limit_call *lc[];
 };
+
+/*
+ * A ratelimiter that does not know limit_check_batch (an older one during
+ * a rolling upgrade) answers ack bad_request.  Letting those requests
+ * through unchecked would lift every limit under load: send each check
+ * again alone, and from now on send checks one by one.
+ */
+static void
+check_batch_resend(struct gw *gw, struct check_batch *cb)
+{
+	const char *p = cb->lines, *end = cb->lines + cb->lines_len, *nl;
+	int i = 0, rv;
+
+	if (!atomic_exchange(&gw->check_single, true))
+		log_warn(NULL, "the ratelimiter refuses limit_check_batch: "
+			       "checks go one by one");
+	pthread_mutex_lock(&gw->check_mtx);
+	for (; i < cb->n && p < end; i++, p = nl + 1) {
+		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			break;
+		rv = gw->rl_open
+			 ? gw_call(gw, gw->rl_sock, p, (size_t)(nl - p) + 1,
+			       GW_LIMIT_TIMEOUT_MS, check_one_done, cb->lc[i])
+			 : -ENOTCONN;
+		if (rv != 0) {
+			limit_done(cb->lc[i], rv, false, NULL, 0);
+			continue;
+		}
+		gw->check_inflight++;
+		atomic_fetch_add(&gw->n_check_batches, 1);
+	}
+	pthread_mutex_unlock(&gw->check_mtx);
+	for (; i < cb->n; i++)
+		limit_done(cb->lc[i], -EPROTO, false, NULL, 0);
+}
 
 /* An answer came back: what gathered meanwhile may go. */
 static void
@@ -238,15 +278,23 @@ static void
 check_batch_done(void *arg, int err, bool sent, const char *buf, size_t len)
 {
 	struct check_batch *cb = arg;
+	struct gw *gw = cb->lc[0]->r->gw;
 	struct msg_limit_verdict_batch b;
+	struct msg_ack a;
 	const char *p = NULL, *end = NULL, *nl;
 	int i = 0;
 
-	check_flight_end(cb->lc[0]->r->gw);
+	check_flight_end(gw);
 	if (err == 0 && msg_limit_verdict_batch_decode(buf, len, &b) == 0 &&
 	    b.count == cb->n) {
 		p = b.payload;
 		end = b.payload + b.payload_len;
+	} else if (err == 0 && msg_ack_decode(buf, len, &a) == 0 &&
+		   strcmp(a.code, "bad_request") == 0) {
+		check_batch_resend(gw, cb);
+		free(cb->lines);
+		free(cb);
+		return;
 	} else if (err == 0) {
 		log_warn(NULL, "limit_check_batch answer refused",
 		    LF_I("checks", cb->n));
@@ -259,6 +307,7 @@ check_batch_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	}
 	for (; i < cb->n; i++)
 		limit_done(cb->lc[i], err != 0 ? err : -EPROTO, sent, NULL, 0);
+	free(cb->lines);
 	free(cb);
 }
 
@@ -285,8 +334,9 @@ check_send_locked(struct gw *gw)
 		m.count = n;
 		m.payload = gw->check_buf.data;
 		m.payload_len = gw->check_buf.len;
-		if ((cb = malloc(
-			 sizeof(*cb) + (size_t)n * sizeof(cb->lc[0]))) == NULL)
+		cb = calloc(1, sizeof(*cb) + (size_t)n * sizeof(cb->lc[0]));
+		if (cb == NULL ||
+		    (cb->lines = malloc(gw->check_buf.len)) == NULL)
 			rv = -ENOMEM;
 		else if ((rv = msg_limit_check_batch_encode(
 			      &m, &out, &out_len)) == 0 &&
@@ -294,12 +344,17 @@ check_send_locked(struct gw *gw)
 			cb->n = n;
 			memcpy(
 			    cb->lc, gw->check_q, (size_t)n * sizeof(cb->lc[0]));
+			memcpy(
+			    cb->lines, gw->check_buf.data, gw->check_buf.len);
+			cb->lines_len = gw->check_buf.len;
 			rv = gw_call(gw, gw->rl_sock, out, out_len,
 			    GW_LIMIT_TIMEOUT_MS, check_batch_done, cb);
 		}
 		free(out);
-		if (rv != 0)
+		if (rv != 0 && cb != NULL) {
+			free(cb->lines);
 			free(cb);
+		}
 	}
 	buf_reset(&gw->check_buf);
 	gw->check_n = 0;

@@ -5,6 +5,7 @@
  * subjects, and 401 for a forged or expired token.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,12 @@
 
 #include <check.h>
 #include <jansson.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 
 #include "clock.h"
 #include "jwt.h"
+#include "proto.h"
 #include "suite.h"
 
 #define JWT_SECRET "limits-test-secret-0123456789abcdef"
@@ -400,6 +404,134 @@ START_TEST(test_checks_batched)
 }
 END_TEST
 
+/*
+ * A ratelimiter of before limit_check_batch (as during a rolling upgrade):
+ * it answers single checks, and a batch with ack bad_request as any
+ * unknown message.  It admits the first OLD_ADMIT checks and refuses the
+ * rest; its first answer waits 100 ms so that the others gather.
+ */
+#define OLD_CHATS 30
+#define OLD_ADMIT 10
+
+struct old_rl {
+	nng_socket sock;
+	pthread_t thread;
+	atomic_bool stop;
+	int singles, batches;
+};
+
+static void
+old_rl_answer(struct old_rl *o, const char *buf, size_t len)
+{
+	union proto_msg in;
+	enum msg_type t = MSG_NONE;
+	char *out = NULL;
+	size_t out_len = 0;
+
+	if (proto_peek_type(buf, len, &t) != 0)
+		t = MSG_NONE;
+	if (t == MSG_LIMIT_CHECK &&
+	    msg_limit_check_decode(buf, len, &in.limit_check) == 0) {
+		struct msg_limit_verdict v;
+
+		memset(&v, 0, sizeof(v));
+		memcpy(v.request_id, in.limit_check.request_id,
+		    sizeof(v.request_id));
+		v.allow = o->singles < OLD_ADMIT;
+		snprintf(v.code, sizeof(v.code), "%s",
+		    v.allow ? "ok" : "rate_limit_minute");
+		v.limit = OLD_ADMIT;
+		v.remaining = v.allow ? OLD_ADMIT - o->singles - 1 : 0;
+		v.reset_s = 60;
+		v.retry_after_s = v.allow ? 0 : 60;
+		if (v.allow)
+			snprintf(v.reservation_id, sizeof(v.reservation_id),
+			    "mold%d", o->singles);
+		if (o->singles++ == 0)
+			usleep(100000);
+		ck_assert_int_eq(
+		    msg_limit_verdict_encode(&v, &out, &out_len), 0);
+	} else {
+		struct msg_ack a;
+
+		memset(&a, 0, sizeof(a));
+		a.ok = t != MSG_LIMIT_CHECK_BATCH && t != MSG_NONE;
+		snprintf(
+		    a.code, sizeof(a.code), "%s", a.ok ? "ok" : "bad_request");
+		if (t == MSG_LIMIT_CHECK_BATCH)
+			o->batches++;
+		ck_assert_int_eq(msg_ack_encode(&a, &out, &out_len), 0);
+	}
+	ck_assert_int_eq(nng_send(o->sock, out, out_len, 0), 0);
+	free(out);
+}
+
+static void *
+old_rl_main(void *arg)
+{
+	struct old_rl *o = arg;
+	char *buf;
+	size_t len;
+
+	while (!atomic_load(&o->stop)) {
+		if (nng_recv(o->sock, &buf, &len, NNG_FLAG_ALLOC) != 0)
+			continue; /* the receive timeout: look at stop */
+		old_rl_answer(o, buf, len);
+		nng_free(buf, len);
+	}
+	return NULL;
+}
+
+/* Against the old ratelimiter the refused batch is sent again check by
+ * check, and later checks go one by one: exactly OLD_ADMIT answered,
+ * the rest refused 429 (letting a refused batch through would admit
+ * them all). */
+START_TEST(test_old_ratelimiter)
+{
+	struct suite_opts o = {.workers = 2, .no_rl_acct = true};
+	struct settle_chat c[OLD_CHATS];
+	pthread_t t[OLD_CHATS];
+	struct old_rl rl = {.singles = 0};
+	struct suite s;
+	int ok = 0, limited = 0;
+
+	if (!S_up)
+		return;
+	ck_assert_int_eq(suite_start(&s, &o), 0);
+	ck_assert_int_eq(nng_rep0_open(&rl.sock), 0);
+	ck_assert_int_eq(nng_socket_set_ms(rl.sock, NNG_OPT_RECVTIMEO, 100), 0);
+	ck_assert_int_eq(nng_listen(rl.sock, s.rl_url, NULL, 0), 0);
+	atomic_init(&rl.stop, false);
+	ck_assert_int_eq(pthread_create(&rl.thread, NULL, old_rl_main, &rl), 0);
+	/* The gateway redials within its reconnect time. */
+	usleep(500000);
+	for (int i = 0; i < OLD_CHATS; i++) {
+		c[i] = (struct settle_chat){&s, 0, 0};
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, settle_chat_main, &c[i]), 0);
+	}
+	for (int i = 0; i < OLD_CHATS; i++) {
+		pthread_join(t[i], NULL);
+		if (c[i].status == 200)
+			ok++;
+		else if (c[i].status == 429)
+			limited++;
+		else
+			ck_abort_msg("chat %d: %ld", i, c[i].status);
+	}
+	atomic_store(&rl.stop, true);
+	pthread_join(rl.thread, NULL);
+	nng_close(rl.sock);
+	fprintf(stderr, "old ratelimiter: %d singles, %d batches refused\n",
+	    rl.singles, rl.batches);
+	ck_assert_int_ge(rl.batches, 1);
+	ck_assert_int_eq(rl.singles, OLD_CHATS);
+	ck_assert_int_eq(ok, OLD_ADMIT);
+	ck_assert_int_eq(limited, OLD_CHATS - OLD_ADMIT);
+	suite_stop(&s);
+}
+END_TEST
+
 static Suite *
 limits_suite(void)
 {
@@ -413,6 +545,7 @@ limits_suite(void)
 	tcase_add_test(tc, test_limits_off);
 	tcase_add_test(tc, test_settles_batched);
 	tcase_add_test(tc, test_checks_batched);
+	tcase_add_test(tc, test_old_ratelimiter);
 	suite_add_tcase(su, tc);
 	return su;
 }
