@@ -355,6 +355,34 @@ START_TEST(test_settles_batched)
 }
 END_TEST
 
+/* n chats of one session at once; counts the 200s and the 429s (any
+ * other answer fails the test). */
+static void
+chats_at_once(struct suite *s, int n, int *ret_ok, int *ret_limited)
+{
+	struct settle_chat *c = calloc((size_t)n, sizeof(*c));
+	pthread_t *t = calloc((size_t)n, sizeof(*t));
+
+	ck_assert_ptr_nonnull(c);
+	ck_assert_ptr_nonnull(t);
+	for (int i = 0; i < n; i++) {
+		c[i] = (struct settle_chat){s, 0, 0};
+		ck_assert_int_eq(
+		    pthread_create(&t[i], NULL, settle_chat_main, &c[i]), 0);
+	}
+	for (int i = 0; i < n; i++) {
+		pthread_join(t[i], NULL);
+		if (c[i].status == 200)
+			(*ret_ok)++;
+		else if (c[i].status == 429)
+			(*ret_limited)++;
+		else
+			ck_abort_msg("chat %d: %ld", i, c[i].status);
+	}
+	free(c);
+	free(t);
+}
+
 /* Checks travel in batches too: 40 chats of one session at once against
  * a minute limit of 25.  Each check is decided exactly as alone: 25
  * answered, 15 refused 429 rate_limit_minute; and the gateway sent fewer
@@ -369,8 +397,6 @@ START_TEST(test_checks_batched)
 	    NULL,
 	};
 	struct suite_opts o = {.workers = 2, .gw_env = env, .rl_env = env};
-	struct settle_chat c[CHECK_CHATS];
-	pthread_t t[CHECK_CHATS];
 	struct suite s;
 	long long checks, sends;
 	int ok = 0, limited = 0;
@@ -378,20 +404,7 @@ START_TEST(test_checks_batched)
 	if (!S_up)
 		return;
 	ck_assert_int_eq(suite_start(&s, &o), 0);
-	for (int i = 0; i < CHECK_CHATS; i++) {
-		c[i] = (struct settle_chat){&s, 0, 0};
-		ck_assert_int_eq(
-		    pthread_create(&t[i], NULL, settle_chat_main, &c[i]), 0);
-	}
-	for (int i = 0; i < CHECK_CHATS; i++) {
-		pthread_join(t[i], NULL);
-		if (c[i].status == 200)
-			ok++;
-		else if (c[i].status == 429)
-			limited++;
-		else
-			ck_abort_msg("chat %d: %ld", i, c[i].status);
-	}
+	chats_at_once(&s, CHECK_CHATS, &ok, &limited);
 	ck_assert_int_eq(ok, 25);
 	ck_assert_int_eq(limited, CHECK_CHATS - 25);
 	checks = gateway_counter(&s, "checks");
@@ -489,8 +502,6 @@ old_rl_main(void *arg)
 START_TEST(test_old_ratelimiter)
 {
 	struct suite_opts o = {.workers = 2, .no_rl_acct = true};
-	struct settle_chat c[OLD_CHATS];
-	pthread_t t[OLD_CHATS];
 	struct old_rl rl = {.singles = 0};
 	struct suite s;
 	int ok = 0, limited = 0;
@@ -505,20 +516,7 @@ START_TEST(test_old_ratelimiter)
 	ck_assert_int_eq(pthread_create(&rl.thread, NULL, old_rl_main, &rl), 0);
 	/* The gateway redials within its reconnect time. */
 	usleep(500000);
-	for (int i = 0; i < OLD_CHATS; i++) {
-		c[i] = (struct settle_chat){&s, 0, 0};
-		ck_assert_int_eq(
-		    pthread_create(&t[i], NULL, settle_chat_main, &c[i]), 0);
-	}
-	for (int i = 0; i < OLD_CHATS; i++) {
-		pthread_join(t[i], NULL);
-		if (c[i].status == 200)
-			ok++;
-		else if (c[i].status == 429)
-			limited++;
-		else
-			ck_abort_msg("chat %d: %ld", i, c[i].status);
-	}
+	chats_at_once(&s, OLD_CHATS, &ok, &limited);
 	atomic_store(&rl.stop, true);
 	pthread_join(rl.thread, NULL);
 	nng_close(rl.sock);
