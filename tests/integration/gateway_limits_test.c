@@ -421,17 +421,48 @@ END_TEST
  * A ratelimiter of before limit_check_batch (as during a rolling upgrade):
  * it answers single checks, and a batch with ack bad_request as any
  * unknown message.  It admits the first OLD_ADMIT checks and refuses the
- * rest; its first answer waits 100 ms so that the others gather.
+ * rest; its first answer waits for a second check, so that a batch comes.
  */
 #define OLD_CHATS 30
 #define OLD_ADMIT 10
 
 struct old_rl {
+	struct suite *s;
 	nng_socket sock;
+	atomic_int pipes; /* gateways connected */
 	pthread_t thread;
 	atomic_bool stop;
 	int singles, batches;
 };
+
+static void
+old_rl_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct old_rl *o = arg;
+
+	(void)p;
+	atomic_fetch_add(&o->pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
+/* Waits until the gateway counts a second check, 100 ms at most: the
+ * gateway gives up on a check after 200 ms (and lets it through). */
+static void
+old_rl_hold(struct old_rl *o)
+{
+	int64_t until = clock_mono_ms() + 100;
+
+	while (clock_mono_ms() < until) {
+		json_t *j = suite_gateway_status(o->s);
+		long long n =
+		    j != NULL ? json_integer_value(json_object_get(j, "checks"))
+			      : 0;
+
+		json_decref(j);
+		if (n >= 2)
+			return;
+		usleep(2000);
+	}
+}
 
 static void
 old_rl_answer(struct old_rl *o, const char *buf, size_t len)
@@ -460,8 +491,11 @@ old_rl_answer(struct old_rl *o, const char *buf, size_t len)
 		if (v.allow)
 			snprintf(v.reservation_id, sizeof(v.reservation_id),
 			    "mold%d", o->singles);
+		/* Hold the first answer until the gateway has taken another
+		 * check: that one must wait for this answer, so a batch
+		 * follows (a fixed delay was not enough on a loaded CI). */
 		if (o->singles++ == 0)
-			usleep(100000);
+			old_rl_hold(o);
 		ck_assert_int_eq(
 		    msg_limit_verdict_encode(&v, &out, &out_len), 0);
 	} else {
@@ -502,26 +536,40 @@ old_rl_main(void *arg)
 START_TEST(test_old_ratelimiter)
 {
 	struct suite_opts o = {.workers = 2, .no_rl_acct = true};
-	struct old_rl rl = {.singles = 0};
+	struct old_rl rl = {.s = NULL};
 	struct suite s;
 	int ok = 0, limited = 0;
 
 	if (!S_up)
 		return;
 	ck_assert_int_eq(suite_start(&s, &o), 0);
+	rl.s = &s;
 	ck_assert_int_eq(nng_rep0_open(&rl.sock), 0);
 	ck_assert_int_eq(nng_socket_set_ms(rl.sock, NNG_OPT_RECVTIMEO, 100), 0);
+	atomic_init(&rl.pipes, 0);
+	ck_assert_int_eq(
+	    nng_pipe_notify(rl.sock, NNG_PIPE_EV_ADD_POST, old_rl_pipe, &rl),
+	    0);
+	ck_assert_int_eq(
+	    nng_pipe_notify(rl.sock, NNG_PIPE_EV_REM_POST, old_rl_pipe, &rl),
+	    0);
 	ck_assert_int_eq(nng_listen(rl.sock, s.rl_url, NULL, 0), 0);
 	atomic_init(&rl.stop, false);
 	ck_assert_int_eq(pthread_create(&rl.thread, NULL, old_rl_main, &rl), 0);
-	/* The gateway redials within its reconnect time. */
-	usleep(500000);
+	/* The gateway redials by itself: wait until it has (a check sent
+	 * before would wait for the connection and could time out). */
+	for (int64_t until = clock_mono_ms() + 10000;
+	     atomic_load(&rl.pipes) < 1 && clock_mono_ms() < until;)
+		usleep(5000);
+	ck_assert_int_ge(atomic_load(&rl.pipes), 1);
 	chats_at_once(&s, OLD_CHATS, &ok, &limited);
 	atomic_store(&rl.stop, true);
 	pthread_join(rl.thread, NULL);
 	nng_close(rl.sock);
-	fprintf(stderr, "old ratelimiter: %d singles, %d batches refused\n",
-	    rl.singles, rl.batches);
+	fprintf(stderr,
+	    "old ratelimiter: %d singles, %d batches refused; %d ok, %d "
+	    "limited (%s)\n",
+	    rl.singles, rl.batches, ok, limited, s.dir);
 	ck_assert_int_ge(rl.batches, 1);
 	ck_assert_int_eq(rl.singles, OLD_CHATS);
 	ck_assert_int_eq(ok, OLD_ADMIT);
