@@ -814,6 +814,21 @@ err_proto:
 	return -EPROTO;
 }
 
+bool
+proto_batch_next(
+    const char **p, const char *end, const char **ret_msg, size_t *ret_len)
+{
+	const char *nl;
+
+	if (*p >= end)
+		return false;
+	nl = memchr(*p, '\n', (size_t)(end - *p));
+	*ret_msg = *p;
+	*ret_len = nl != NULL ? (size_t)(nl - *p) + 1 : (size_t)(end - *p);
+	*p += *ret_len;
+	return true;
+}
+
 int
 proto_peek_type(const char *buf, size_t len, enum msg_type *ret)
 {

@@ -550,6 +550,16 @@ const char *msg_type_str(enum msg_type t);
 enum msg_type msg_type_from_str(const char *s);
 
 /*
+ * Walks a batch payload (encoded messages back to back, each ended by its
+ * '\n': limit_settle_batch, limit_check_batch, limit_verdict_batch,
+ * usage_batch).  Names the next message in *ret_msg / *ret_len, its '\n'
+ * included (or, at a tail with no '\n', the tail: its decoder refuses it),
+ * and moves *p past it.  false once *p reaches end.
+ */
+bool proto_batch_next(
+    const char **p, const char *end, const char **ret_msg, size_t *ret_len);
+
+/*
  * Reads only the header of buf to learn the message's type, so a socket
  * that receives several kinds can dispatch.  -EPROTO when the header is
  * malformed or names no known type, -EPROTONOSUPPORT on a wrong "v".

@@ -374,23 +374,20 @@ acct_batch_done(void *arg, int result)
 static int
 acct_batch_events(const struct msg_usage_batch *b, struct msg_usage_event *evs)
 {
-	const char *p = b->payload, *nl;
-	size_t left = b->payload_len;
+	const char *p = b->payload, *end = b->payload + b->payload_len, *line;
+	size_t len;
 	int rv;
 
 	for (int64_t i = 0; i < b->count; i++) {
-		if ((nl = memchr(p, '\n', left)) == NULL)
+		if (!proto_batch_next(&p, end, &line, &len))
 			return -EPROTO;
-		if ((rv = msg_usage_event_decode(
-			 p, (size_t)(nl - p) + 1, &evs[i])) != 0)
+		if ((rv = msg_usage_event_decode(line, len, &evs[i])) != 0)
 			return rv;
 		if (strcmp(evs[i].worker_id, b->worker_id) != 0 ||
 		    evs[i].seq != b->first_seq + i)
 			return -ERANGE;
-		left -= (size_t)(nl - p) + 1;
-		p = nl + 1;
 	}
-	return left == 0 ? 0 : -EPROTO;
+	return p == end ? 0 : -EPROTO;
 }
 
 static void

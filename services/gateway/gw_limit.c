@@ -211,10 +211,18 @@ gw_limit_check(struct gw_req *r, const char *text, size_t text_len,
  */
 struct check_batch {
 	int n;
-	char *lines; /* the checks as sent, for a ratelimiter that refuses */
-	size_t lines_len;
+	char *msg; /* the limit_check_batch as sent: for a refusal */
+	size_t msg_len;
 	struct limit_call *lc[];
 };
+
+static void
+check_batch_free(struct check_batch *cb)
+{
+	if (cb != NULL)
+		free(cb->msg);
+	free(cb);
+}
 
 /*
  * A ratelimiter that does not know limit_check_batch (an older one during
@@ -225,18 +233,24 @@ struct check_batch {
 static void
 check_batch_resend(struct gw *gw, struct check_batch *cb)
 {
-	const char *p = cb->lines, *end = cb->lines + cb->lines_len, *nl;
+	struct msg_limit_check_batch b;
+	const char *p = NULL, *end = NULL, *line;
+	size_t len;
 	int i = 0, rv;
 
 	if (!atomic_exchange(&gw->check_single, true))
 		log_warn(NULL, "the ratelimiter refuses limit_check_batch: "
 			       "checks go one by one");
+	/* Our own encoding: it decodes. */
+	if (msg_limit_check_batch_decode(cb->msg, cb->msg_len, &b) == 0) {
+		p = b.payload;
+		end = b.payload + b.payload_len;
+	}
 	pthread_mutex_lock(&gw->check_mtx);
-	for (; i < cb->n && p < end; i++, p = nl + 1) {
-		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
-			break;
+	for (; i < cb->n && p != NULL && proto_batch_next(&p, end, &line, &len);
+	     i++) {
 		rv = gw->rl_open
-			 ? gw_call(gw, gw->rl_sock, p, (size_t)(nl - p) + 1,
+			 ? gw_call(gw, gw->rl_sock, line, len,
 			       GW_LIMIT_TIMEOUT_MS, check_one_done, cb->lc[i])
 			 : -ENOTCONN;
 		if (rv != 0) {
@@ -281,7 +295,8 @@ check_batch_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	struct gw *gw = cb->lc[0]->r->gw;
 	struct msg_limit_verdict_batch b;
 	struct msg_ack a;
-	const char *p = NULL, *end = NULL, *nl;
+	const char *p = NULL, *end = NULL, *line;
+	size_t line_len;
 	int i = 0;
 
 	check_flight_end(gw);
@@ -292,23 +307,20 @@ check_batch_done(void *arg, int err, bool sent, const char *buf, size_t len)
 	} else if (err == 0 && msg_ack_decode(buf, len, &a) == 0 &&
 		   strcmp(a.code, "bad_request") == 0) {
 		check_batch_resend(gw, cb);
-		free(cb->lines);
-		free(cb);
+		check_batch_free(cb);
 		return;
 	} else if (err == 0) {
 		log_warn(NULL, "limit_check_batch answer refused",
 		    LF_I("checks", cb->n));
 		err = -EPROTO;
 	}
-	for (; i < cb->n && p != NULL && p < end; i++, p = nl + 1) {
-		if ((nl = memchr(p, '\n', (size_t)(end - p))) == NULL)
-			break;
-		limit_done(cb->lc[i], 0, sent, p, (size_t)(nl - p) + 1);
-	}
+	for (; i < cb->n && p != NULL &&
+	       proto_batch_next(&p, end, &line, &line_len);
+	     i++)
+		limit_done(cb->lc[i], 0, sent, line, line_len);
 	for (; i < cb->n; i++)
 		limit_done(cb->lc[i], err != 0 ? err : -EPROTO, sent, NULL, 0);
-	free(cb->lines);
-	free(cb);
+	check_batch_free(cb);
 }
 
 /* Sends what is gathered: one limit_check alone, or a batch.  Under
@@ -318,8 +330,6 @@ check_send_locked(struct gw *gw)
 {
 	struct msg_limit_check_batch m;
 	struct check_batch *cb = NULL;
-	char *out = NULL;
-	size_t out_len;
 	int n = gw->check_n, rv = -ENOTCONN;
 
 	if (n == 0)
@@ -335,26 +345,19 @@ check_send_locked(struct gw *gw)
 		m.payload = gw->check_buf.data;
 		m.payload_len = gw->check_buf.len;
 		cb = calloc(1, sizeof(*cb) + (size_t)n * sizeof(cb->lc[0]));
-		if (cb == NULL ||
-		    (cb->lines = malloc(gw->check_buf.len)) == NULL)
+		if (cb == NULL)
 			rv = -ENOMEM;
 		else if ((rv = msg_limit_check_batch_encode(
-			      &m, &out, &out_len)) == 0 &&
+			      &m, &cb->msg, &cb->msg_len)) == 0 &&
 			 (rv = gw->rl_open ? 0 : -ENOTCONN) == 0) {
 			cb->n = n;
 			memcpy(
 			    cb->lc, gw->check_q, (size_t)n * sizeof(cb->lc[0]));
-			memcpy(
-			    cb->lines, gw->check_buf.data, gw->check_buf.len);
-			cb->lines_len = gw->check_buf.len;
-			rv = gw_call(gw, gw->rl_sock, out, out_len,
+			rv = gw_call(gw, gw->rl_sock, cb->msg, cb->msg_len,
 			    GW_LIMIT_TIMEOUT_MS, check_batch_done, cb);
 		}
-		free(out);
-		if (rv != 0 && cb != NULL) {
-			free(cb->lines);
-			free(cb);
-		}
+		if (rv != 0)
+			check_batch_free(cb);
 	}
 	buf_reset(&gw->check_buf);
 	gw->check_n = 0;

@@ -38,6 +38,8 @@ struct rl_job {
 	struct nngx_rep_ctx *ctx;
 	const char *buf; /* borrowed from the context until the reply */
 	size_t len;
+	enum msg_type type; /* as peeked on the nng thread */
+	int peek_rv;
 };
 
 /* One check of a limit_check_batch and, once decided, its verdict. */
@@ -332,6 +334,8 @@ rl_probe_main(void *arg)
 	return NULL;
 }
 
+static int rl_handle(struct rl_server *s, enum msg_type t, int peek_rv,
+    const char *buf, size_t len, char **ret_buf, size_t *ret_len);
 static int rl_reply_verdict(struct rl_server *s,
     const struct msg_limit_check *req, char **ret_buf, size_t *ret_len);
 static int rl_reply_ack(const char *request_id, bool ok, const char *code,
@@ -359,8 +363,8 @@ rl_batch_parse(const char *buf, size_t len, struct rl_batch **ret)
 {
 	struct msg_limit_check_batch m;
 	struct rl_batch *b;
-	const char *p, *end, *nl;
-	size_t n = 0;
+	const char *p, *end, *line;
+	size_t n = 0, line_len;
 	int rv;
 
 	if ((rv = msg_limit_check_batch_decode(buf, len, &m)) != 0)
@@ -369,15 +373,15 @@ rl_batch_parse(const char *buf, size_t len, struct rl_batch **ret)
 	if (b == NULL)
 		return -ENOMEM;
 	RL_SET(b->request_id, m.request_id);
-	for (p = m.payload, end = m.payload + m.payload_len; p < end;
-	     p = nl + 1) {
-		if (n == (size_t)m.count ||
-		    (nl = memchr(p, '\n', (size_t)(end - p))) == NULL) {
+	p = m.payload;
+	end = m.payload + m.payload_len;
+	while (proto_batch_next(&p, end, &line, &line_len)) {
+		if (n == (size_t)m.count) {
 			rv = -EPROTO;
 			break;
 		}
 		if ((rv = msg_limit_check_decode(
-			 p, (size_t)(nl - p) + 1, &b->item[n].check)) != 0)
+			 line, line_len, &b->item[n].check)) != 0)
 			break;
 		b->item[n].batch = b;
 		n++;
@@ -494,7 +498,8 @@ rl_worker_main(void *arg)
 		pthread_mutex_unlock(&s->mtx);
 		out = NULL;
 		out_len = 0;
-		rv = rl_server_handle(s, job.buf, job.len, &out, &out_len);
+		rv = rl_handle(
+		    s, job.type, job.peek_rv, job.buf, job.len, &out, &out_len);
 		if (rv != 0) {
 			log_error(NULL, "request dropped: no reply",
 			    LF_S("error", strerror(-rv)));
@@ -575,14 +580,16 @@ rl_on_request(void *arg, struct nngx_rep_ctx *ctx, const char *buf, size_t len)
 		free(out);
 		return;
 	}
-	if (proto_peek_type(buf, len, &t) == 0 && t == MSG_LIMIT_CHECK_BATCH) {
+	/* Peeked once here; the worker does not parse the header again. */
+	rv = proto_peek_type(buf, len, &t);
+	if (rv == 0 && t == MSG_LIMIT_CHECK_BATCH) {
 		rl_on_check_batch(s, ctx, buf, len);
 		return;
 	}
 	pthread_mutex_lock(&s->mtx);
 	if (!s->stopping && s->qlen < RL_REP_CONTEXTS) {
 		s->queue[(s->qhead + s->qlen) % RL_REP_CONTEXTS] =
-		    (struct rl_job){ctx, buf, len};
+		    (struct rl_job){ctx, buf, len, t, rv};
 		s->qlen++;
 		pthread_cond_signal(&s->work_cond);
 	}
@@ -927,18 +934,17 @@ rl_reply_settle_batch(struct rl_server *s,
     const struct msg_limit_settle_batch *req, char **ret_buf, size_t *ret_len)
 {
 	const char *p = req->payload, *end = req->payload + req->payload_len;
+	const char *line;
+	size_t n;
 	struct msg_limit_settle one;
 	enum rl_settle_state st;
 	int64_t done = 0, bad = 0;
 	char msg[64];
 
-	while (p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t n =
-		    nl != NULL ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+	while (proto_batch_next(&p, end, &line, &n)) {
 		int rv;
 
-		if ((rv = msg_limit_settle_decode(p, n, &one)) == 0)
+		if ((rv = msg_limit_settle_decode(line, n, &one)) == 0)
 			rv = rl_settle_one(s, &one, &st);
 		if (rv == -ENOMEM)
 			return rv;
@@ -949,7 +955,6 @@ rl_reply_settle_batch(struct rl_server *s,
 		} else {
 			done++;
 		}
-		p += n;
 	}
 	if (done + bad != req->count)
 		log_warn(req->request_id, "settle batch count mismatch",
@@ -1147,12 +1152,22 @@ rl_server_handle(struct rl_server *s, const char *buf, size_t len,
     char **ret_buf, size_t *ret_len)
 {
 	enum msg_type t = MSG_NONE;
+	int rv = proto_peek_type(buf, len, &t);
+
+	return rl_handle(s, t, rv, buf, len, ret_buf, ret_len);
+}
+
+/* A request whose type was peeked already (peek_rv: how that went). */
+static int
+rl_handle(struct rl_server *s, enum msg_type t, int peek_rv, const char *buf,
+    size_t len, char **ret_buf, size_t *ret_len)
+{
 	union rl_req req;
 	int rv;
 
 	atomic_fetch_add(&s->nreq, 1);
-	if ((rv = proto_peek_type(buf, len, &t)) != 0)
-		return rl_reply_bad(s, MSG_NONE, rv, ret_buf, ret_len);
+	if (peek_rv != 0)
+		return rl_reply_bad(s, MSG_NONE, peek_rv, ret_buf, ret_len);
 	/* Never act on stale bytes, whatever a decoder leaves behind. */
 	memset(&req, 0, sizeof(req));
 	switch (t) {
