@@ -1,6 +1,7 @@
 #include "pw_xlate.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,28 +61,46 @@ add_message(json_t *msgs, const char *role, json_t *text)
 	return 0;
 }
 
+/* Request fields only their own provider understands: such a call is not
+ * carried across (nor a stream, nor n > 1 completions). */
+static const char *const claude_only[] = {
+    "tools", "tool_choice", "thinking", NULL};
+static const char *const openai_only[] = {
+    "tools", "tool_choice", "functions", "response_format", NULL};
+
+static bool
+xlate_unsupported(json_t *in, const char *const keys[], bool check_n)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(in, key, v) {
+		if ((strcmp(key, "stream") == 0 && json_is_true(v)) ||
+		    (check_n && strcmp(key, "n") == 0 &&
+			json_integer_value(v) > 1))
+			return true;
+		for (size_t i = 0; keys[i] != NULL; i++)
+			if (strcmp(key, keys[i]) == 0)
+				return true;
+	}
+	return false;
+}
+
 int
 pw_xlate_req_claude_to_openai(const char *body, size_t len, const char *model,
     char **ret, size_t *ret_len)
 {
 	json_t *in, *out = NULL, *msgs, *m, *v, *text;
-	const char *key;
 	size_t i;
 	int rv = -EINVAL;
 
 	if ((in = json_loadb(body, len, 0, NULL)) == NULL ||
 	    !json_is_object(in))
 		goto done;
-	json_object_foreach(in, key, v) {
-		/* Fields that change the answer in ways OpenAI cannot
-		 * follow. */
-		if (strcmp(key, "tools") == 0 ||
-		    strcmp(key, "tool_choice") == 0 ||
-		    strcmp(key, "thinking") == 0 ||
-		    (strcmp(key, "stream") == 0 && json_is_true(v))) {
-			rv = -ENOTSUP;
-			goto done;
-		}
+	/* Fields that change the answer in ways OpenAI cannot follow. */
+	if (xlate_unsupported(in, claude_only, false)) {
+		rv = -ENOTSUP;
+		goto done;
 	}
 	if ((out = json_object()) == NULL || (msgs = json_array()) == NULL) {
 		rv = -ENOMEM;
@@ -185,7 +204,6 @@ pw_xlate_req_openai_to_claude(const char *body, size_t len, const char *model,
     long default_max_tokens, char **ret, size_t *ret_len)
 {
 	json_t *in, *out = NULL, *msgs, *m, *v, *text = NULL;
-	const char *key;
 	char *system = NULL;
 	size_t i, slen = 0;
 	int rv = -EINVAL;
@@ -193,16 +211,9 @@ pw_xlate_req_openai_to_claude(const char *body, size_t len, const char *model,
 	if ((in = json_loadb(body, len, 0, NULL)) == NULL ||
 	    !json_is_object(in))
 		goto done;
-	json_object_foreach(in, key, v) {
-		if (strcmp(key, "tools") == 0 ||
-		    strcmp(key, "tool_choice") == 0 ||
-		    strcmp(key, "functions") == 0 ||
-		    strcmp(key, "response_format") == 0 ||
-		    (strcmp(key, "n") == 0 && json_integer_value(v) > 1) ||
-		    (strcmp(key, "stream") == 0 && json_is_true(v))) {
-			rv = -ENOTSUP;
-			goto done;
-		}
+	if (xlate_unsupported(in, openai_only, true)) {
+		rv = -ENOTSUP;
+		goto done;
 	}
 	if ((out = json_object()) == NULL || (msgs = json_array()) == NULL) {
 		rv = -ENOMEM;
