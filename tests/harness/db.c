@@ -242,18 +242,15 @@ out_free:
 	return ok;
 }
 
-/* One attempt on a fresh free port; -ECHILD when redis exited (e.g. the
- * port was taken between h_free_port() and its bind). */
+/* Starts redis on r->port and waits until it answers; -ECHILD when it
+ * exited (e.g. the port was taken). */
 static int
-db_redis_try(struct h_redis *r, char *exe, const char *log_path)
+db_redis_launch(struct h_redis *r, char *exe, const char *log_path)
 {
 	char port_s[16];
 	long long deadline;
 	int rc;
 
-	r->port = h_free_port();
-	if (r->port <= 0)
-		return r->port < 0 ? r->port : -EADDRNOTAVAIL;
 	snprintf(port_s, sizeof(port_s), "%d", r->port);
 
 	{
@@ -282,6 +279,32 @@ db_redis_try(struct h_redis *r, char *exe, const char *log_path)
 		}
 		db_pause();
 	}
+}
+
+/* One attempt on a fresh free port; -ECHILD when redis exited (e.g. the
+ * port was taken between h_free_port() and its bind). */
+static int
+db_redis_try(struct h_redis *r, char *exe, const char *log_path)
+{
+	r->port = h_free_port();
+	if (r->port <= 0)
+		return r->port < 0 ? r->port : -EADDRNOTAVAIL;
+	return db_redis_launch(r, exe, log_path);
+}
+
+int
+h_redis_restart(struct h_redis *r)
+{
+	char exe[PATH_MAX], log_path[PATH_MAX];
+	int rc;
+
+	if (r->proc.pid > 0)
+		return -EBUSY;
+	if ((rc = db_redis_server_path(exe, sizeof(exe))) != 0 ||
+	    (rc = db_path(
+		 log_path, sizeof(log_path), r->dir, "redis-again.log")) != 0)
+		return rc;
+	return db_redis_launch(r, exe, log_path);
 }
 
 int

@@ -101,6 +101,9 @@ struct h_redis {
 	char url[64]; /* redis://127.0.0.1:port */
 };
 int h_redis_start(struct h_redis *r);
+/* A redis stopped or killed (proc.pid 0) again, on the same port and
+ * folder, empty; waits until it answers.  0 or -errno. */
+int h_redis_restart(struct h_redis *r);
 void h_redis_stop(struct h_redis *r);
 
 struct h_pg {

@@ -163,51 +163,6 @@ setup_open(void)
 	pairs_start(env_open);
 }
 
-/* Redis again on the same port (the ratelimiters' REDIS_URL), empty. */
-static void
-redis_restart(void)
-{
-	const char *env_exe = getenv("AIPROXY_REDIS_SERVER");
-	char exe[PATH_MAX], port[16], log[PATH_MAX];
-	int64_t until = clock_mono_ms() + 15000;
-	bool up = false;
-
-	if (env_exe != NULL && env_exe[0] != '\0')
-		snprintf(exe, sizeof(exe), "%s", env_exe);
-	else
-		snprintf(exe, sizeof(exe), "%s",
-		    access("/usr/bin/redis-server", X_OK) == 0
-			? "/usr/bin/redis-server"
-			: "/usr/local/bin/redis-server");
-	snprintf(port, sizeof(port), "%d", R.port);
-	snprintf(log, sizeof(log), "%s/redis-again.log", R.dir);
-	{
-		char *const argv[] = {exe, "--port", port, "--bind",
-		    "127.0.0.1", "--dir", R.dir, "--save", "", "--appendonly",
-		    "no", "--daemonize", "no", "--unixsocket", "", "--logfile",
-		    "", NULL};
-
-		ck_assert_int_eq(h_proc_start(&R.proc, "redis-server", argv,
-				     NULL, log, NULL),
-		    0);
-	}
-	while (!up) {
-		redisContext *c;
-		redisReply *rep;
-
-		ck_assert_msg(clock_mono_ms() < until, "redis did not restart");
-		c = redisConnect("127.0.0.1", R.port);
-		if (c != NULL && c->err == 0 &&
-		    (rep = redisCommand(c, "PING")) != NULL) {
-			up = rep->type == REDIS_REPLY_STATUS;
-			freeReplyObject(rep);
-		}
-		redisFree(c);
-		if (!up)
-			nap_ms(20);
-	}
-}
-
 /* ---- HTTP helpers (thread-safe: no assertions) ---- */
 
 /* A chat to gateway g from client ip (X-Forwarded-For); session, bearer
@@ -1023,7 +978,7 @@ START_TEST(test_redis_down)
 	before = atomic_load(&l.total);
 	wait_total(&l, before + 40);
 	/* Back on the same port: the ratelimiters return to it alone. */
-	redis_restart();
+	ck_assert_int_eq(h_redis_restart(&R), 0);
 	ms = wait_rl_state("up", 15000);
 	printf("redis_down: up again within %lld ms\n", (long long)ms);
 	before = atomic_load(&l.total);

@@ -262,52 +262,6 @@ t_teardown(void)
 	t_dir = NULL;
 }
 
-/* Redis again, on the same port (the ratelimiters' URL), empty. */
-static void
-t_redis_restart(void)
-{
-	static const char *const paths[] = {"/usr/bin/redis-server",
-	    "/usr/local/bin/redis-server", "/usr/sbin/redis-server"};
-	const char *env_exe = getenv("AIPROXY_REDIS_SERVER");
-	char exe[PATH_MAX] = "";
-	char port[16], log[PATH_MAX];
-	int64_t until = t_ms() + T_READY_MS;
-	redisContext *c;
-	redisReply *rep;
-	bool up = false;
-
-	if (env_exe != NULL)
-		snprintf(exe, sizeof(exe), "%s", env_exe);
-	for (size_t i = 0; exe[0] == '\0' && i < 3; i++)
-		if (access(paths[i], X_OK) == 0)
-			snprintf(exe, sizeof(exe), "%s", paths[i]);
-	ck_assert_msg(exe[0] != '\0', "no redis-server");
-	snprintf(port, sizeof(port), "%d", t_redis.port);
-	snprintf(log, sizeof(log), "%s/redis-again.log", t_dir);
-	{
-		char *const argv[] = {exe, "--port", port, "--bind",
-		    "127.0.0.1", "--dir", t_redis.dir, "--save", "",
-		    "--appendonly", "no", "--daemonize", "no", "--unixsocket",
-		    "", "--logfile", "", NULL};
-
-		ck_assert_int_eq(h_proc_start(&t_redis.proc, "redis-server",
-				     argv, NULL, log, NULL),
-		    0);
-	}
-	while (!up) {
-		ck_assert_msg(t_ms() < until, "redis did not come back");
-		c = redisConnect("127.0.0.1", t_redis.port);
-		if (c != NULL && c->err == 0 &&
-		    (rep = redisCommand(c, "PING")) != NULL) {
-			up = rep->type == REDIS_REPLY_STATUS;
-			freeReplyObject(rep);
-		}
-		redisFree(c);
-		if (!up)
-			t_nap_ms(20);
-	}
-}
-
 /* ---- messages ---- */
 
 static struct msg_limit_verdict
@@ -714,7 +668,7 @@ START_TEST(test_redis_down)
 	ck_assert_int_eq(q.cost_used_micro_usd, 110000);
 
 	/* Back, empty, on the same port: both return to it by themselves. */
-	t_redis_restart();
+	ck_assert_int_eq(h_redis_restart(&t_redis), 0);
 	t0 = t_ms();
 	t_wait_state(&t_a, "up", 5000);
 	t_wait_state(&t_b, "up", 5000);
